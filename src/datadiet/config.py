@@ -50,6 +50,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast on CPU/GPU
     fused_adamw: bool = True
     threads: int | None = None  # torch intra-op threads (None: torch default)
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     seed: int = 0
     eval_every: int | None = None  # optimizer steps between learning-curve evaluations
     eval_max_examples: int | None = 512  # examples used for intermediate evaluations
@@ -96,6 +97,9 @@ class RunConfig:
         return cfg
 
     def validate(self) -> None:
+        for key, v in (("data.name", self.data.name), ("model.name", self.model.name), ("method.name", self.method.name)):
+            if not isinstance(v, str) or not v.strip():
+                raise ConfigError(f"{key} must be a name or a path (a string), got {v!r}; quote it if it looks like a number")
         t = self.train
         t.epochs = check_int("train.epochs", t.epochs, min=1)
         t.batch_size = check_int("train.batch_size", t.batch_size, min=1)

@@ -121,17 +121,19 @@ class StepEngine:
     # ------------------------------------------------------------------ forward
     def per_example_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Forward ``batch`` through ``model`` and return one loss per example."""
-        inputs = {k: v for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
         device = next(model.parameters()).device
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
         with _autocast(self.autocast_dtype, device.type):
             out = model(**inputs)
         logits = out.logits if hasattr(out, "logits") else out
         if self.task == "classification":
             if "labels" not in batch:
                 raise ValueError("a classification batch needs a 'labels' tensor")
-            return per_example_ce(logits, batch["labels"])
+            return per_example_ce(logits, batch["labels"].to(device))
+        labels = batch.get("labels")
         return per_example_lm_loss(
-            logits, batch["input_ids"], batch.get("attention_mask"), labels=batch.get("labels")
+            logits, inputs["input_ids"], inputs.get("attention_mask"),
+            labels=None if labels is None else labels.to(device),
         )
 
     # ------------------------------------------------------------------ filtering
@@ -211,6 +213,14 @@ class StepEngine:
         chunk, self._buffer = self._buffer, []
         return [_collate(chunk, self.pad_token_id)]
 
+    def drop_buffer(self, reason: str) -> int:
+        """Discard the buffered kept examples, counting them as skipped under ``reason``."""
+        n = len(self._buffer)
+        if n:
+            self._buffer = []
+            self._skipped[reason] += n
+        return n
+
     @property
     def buffered(self) -> int:
         return len(self._buffer)
@@ -223,7 +233,8 @@ class StepEngine:
         to call ``loss.backward()``), and feeds the losses back to the filters.
         """
         losses = self.per_example_loss(model, batch)
-        loss = weighted_mean(losses, batch.get(WEIGHT_KEY))
+        w = batch.get(WEIGHT_KEY)
+        loss = weighted_mean(losses, None if w is None else w.to(losses.device))
         m = int(losses.shape[0])
         self.counts.examples_forwarded += m
         self.counts.examples_forwarded_grad += m

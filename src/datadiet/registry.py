@@ -7,13 +7,17 @@ from typing import Any
 
 from .errors import ConfigError, suggest, unknown_name
 from .method import Full
+from .online.infobatch import InfoBatchMethod
 from .online.random_skip import RandomSkipMethod
+from .online.selective_backprop import SelectiveBackpropMethod
 from .selection.random_subset import RandomSubset
 
 METHODS: dict[str, type] = {
     "full": Full,
     "random_subset": RandomSubset,
     "random_skip": RandomSkipMethod,
+    "selective_backprop": SelectiveBackpropMethod,
+    "infobatch": InfoBatchMethod,
 }
 
 

@@ -5,6 +5,7 @@ This is what ``datadiet train``, the demo and every benchmark cell call.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -29,13 +30,27 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 def load_data(cfg: RunConfig):
-    """Load and split the dataset named in ``cfg`` (raw text, no tokenizer)."""
+    """Load and split the dataset named in ``cfg`` (raw text, no tokenizer).
+
+    Results are memoised in-process (a benchmark suite loads the same split for every cell); the
+    returned dataset is immutable.
+    """
+    d = cfg.data
+    key = (d.name, d.text_column, d.text_pair_column, d.label_column, d.task, d.test_size, d.test_file,
+           d.split_seed, d.max_train, d.max_test)
+    if d.test_file is None and not Path(d.name).exists():
+        return _load_data_cached(*key)
+    return _load_data_cached.__wrapped__(*key)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_data_cached(name, text_column, text_pair_column, label_column, task, test_size, test_file, seed,
+                      max_train, max_test):
     from .data import load_dataset
 
-    d = cfg.data
-    return load_dataset(d.name, text_column=d.text_column, text_pair_column=d.text_pair_column,
-                        label_column=d.label_column, task=d.task, test_size=d.test_size, test_file=d.test_file,
-                        seed=d.split_seed, max_train=d.max_train, max_test=d.max_test)
+    return load_dataset(name, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                        task=task, test_size=test_size, test_file=test_file, seed=seed, max_train=max_train,
+                        max_test=max_test)
 
 
 def tokenize_data(cfg: RunConfig, ds, loaded_model):
@@ -64,14 +79,15 @@ def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = 
     t = cfg.train
     if t.threads is not None:
         torch.set_num_threads(t.threads)
-    record = RunRecord(rd, {"config": cfg.to_dict(), "env": env_info(), "seeds": {"train": t.seed, "split": cfg.data.split_seed}})
+    record = RunRecord(rd, {"config": cfg.to_dict(), "env": env_info(), "device": str(resolve_device(t.device)), "seeds": {"train": t.seed, "split": cfg.data.split_seed}})
     record.save()
     try:
         ds = load_data(cfg)
         task, num_labels = ds.task, ds.num_labels
         lm = load_model(cfg.model.name, task=task, num_labels=num_labels if task == "classification" else None, seed=t.seed)
         train, test, collator = tokenize_data(cfg, ds, lm)
-        model = lm.model
+        device = resolve_device(t.device)
+        model = lm.model.to(device)
         autocast = torch.bfloat16 if t.bf16 else None
         record.update(data=ds.info, label_names=ds.label_names, method={"name": cfg.method.name, "params": method.params(),
                       "mechanism": method.mechanism, "saves": method.saves})
@@ -131,6 +147,18 @@ def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = 
     except BaseException as e:
         record.fail(e)
         raise
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; a named device that is unavailable is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataDietError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DataDietError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def _compress_history(history: list[dict[str, float]], max_points: int = 200) -> list[dict[str, float]]:

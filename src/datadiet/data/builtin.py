@@ -91,6 +91,9 @@ def _austen() -> pd.DataFrame:
         import rdata
     except ImportError:
         raise missing_extra("rdata", "assets") from None
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Unknown file type", module="rdata")
     index = rdata.conversion.convert(rdata.parser.parse_data(gzip.decompress((d / "Rdata.rdx").read_bytes())))
     blob = (d / "Rdata.rdb").read_bytes()
     rows = []

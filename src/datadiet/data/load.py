@@ -19,10 +19,14 @@ FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 def read_table(path: Path) -> pd.DataFrame:
     suf = path.suffix.lower()
-    if suf == ".csv":
-        return pd.read_csv(path)
-    if suf == ".tsv":
-        return pd.read_csv(path, sep="\t")
+    if suf in (".csv", ".tsv"):
+        try:
+            return pd.read_csv(path, sep="\t" if suf == ".tsv" else ",")
+        except pd.errors.EmptyDataError:
+            raise DataError(f"data file {str(path)!r} is empty (no header row); give it a header and some rows") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise DataError(f"could not read {str(path)!r} as {suf[1:].upper()}: {str(e).strip()[:300]}. "
+                            "Check the quoting and the separator, and that the file is UTF-8.") from None
     if suf in (".jsonl", ".json"):
         try:
             return pd.read_json(path, lines=suf == ".jsonl")
@@ -167,9 +171,9 @@ def load_dataset(
     full = TextSplit(ids=ids, texts=texts, labels=labels, texts_pair=pairs, doc_ids=doc_codes)
     train, test = full.subset(train_pos), full.subset(test_pos)
     if max_train is not None and max_train < len(train):
-        train = train.subset(stratified_subsample(train.labels, int(max_train), seed=seed))
+        train = train.subset(stratified_subsample(train.labels, int(max_train), seed=seed, n=len(train)))
     if max_test is not None and max_test < len(test):
-        test = test.subset(stratified_subsample(test.labels, int(max_test), seed=seed + 1))
+        test = test.subset(stratified_subsample(test.labels, int(max_test), seed=seed + 1, n=len(test)))
     for part, split in (("train", train), ("test", test)):
         if len(split) == 0:
             raise DataError(f"dataset {source!r}: the {part} split is empty after de-duplication; add data or lower test_size")

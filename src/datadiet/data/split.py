@@ -86,9 +86,14 @@ def group_split(groups: np.ndarray, *, test_size: float | int, seed: int) -> tup
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-def stratified_subsample(labels: np.ndarray | None, k: int, *, seed: int) -> np.ndarray:
-    """Sorted positions of a class-proportional random subsample of size ``k``."""
-    n = len(labels) if labels is not None else 0
+def stratified_subsample(labels: np.ndarray | None, k: int, *, seed: int, n: int | None = None) -> np.ndarray:
+    """Sorted positions of a class-proportional random subsample of size ``k``.
+
+    Without labels (causal-LM text) the sample is uniform over ``n`` rows, so ``n`` is required.
+    """
+    if labels is None and n is None:
+        raise ValueError("stratified_subsample: pass n (the number of rows) when labels is None")
+    n = len(labels) if labels is not None else int(n)
     if k >= n:
         return np.arange(n)
     if labels is None:

@@ -1,6 +1,8 @@
 """Online filters: decide per example, during training, which ones get compute."""
 
 from .base import BatchView, Decision, OnlineFilter
+from .infobatch import InfoBatch
 from .random_skip import RandomSkip
+from .selective_backprop import SelectiveBackprop
 
-__all__ = ["BatchView", "Decision", "OnlineFilter", "RandomSkip"]
+__all__ = ["BatchView", "Decision", "OnlineFilter", "RandomSkip", "InfoBatch", "SelectiveBackprop"]

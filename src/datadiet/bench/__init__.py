@@ -1,0 +1,1 @@
+"""Benchmark harness: suites of datasets x methods x seeds, resumable, with reports."""

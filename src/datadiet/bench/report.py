@@ -1,0 +1,975 @@
+"""Benchmark report: ``results.jsonl`` (+ run records) -> ``report.md`` and a self-contained ``report.html``.
+
+The benchmark harness appends one JSON line per finished (or failed) cell to ``DIR/results.jsonl``
+and keeps each cell's run folder with its ``record.json``. This module turns them into
+
+* :func:`load_results` - the finished rows, the last finished line of each cell winning;
+* :func:`summarize` - one row per (suite, dataset, method label): median quality and its spread,
+  median wall-clock, speed-up and quality change against ``full`` of the same dataset and suite,
+  fractions of examples forwarded / backpropagated relative to ``full``;
+* :func:`write_report` - ``report.md`` (tables) and ``report.html`` (tables + inline SVG plots, no
+  network: no scripts, styles or fonts from elsewhere).
+
+Only the standard library is imported; the report never prints (it logs).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import logging
+import math
+import re
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+RECORD = "record.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REFERENCE_METHOD = "full"
+
+#: Metrics where a smaller number is better (everything else: larger is better).
+LOWER_IS_BETTER = frozenset({"perplexity", "loss", "nll", "bits_per_byte", "bpb", "error", "error_rate"})
+
+__all__ = ["load_results", "summarize", "write_report", "LOWER_IS_BETTER"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def _results_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p / RESULTS if p.is_dir() else p
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every parseable JSON object in the file, in order; blank and corrupt lines are skipped."""
+    out: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines, 1):
+        s = line.strip()
+        if not s:
+            log.warning("%s:%d: blank line skipped", path, i)
+            continue
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError as e:
+            what = "truncated last line" if i == len(lines) else "corrupt line"
+            log.warning("%s:%d: %s skipped (%s)", path, i, what, e)
+            continue
+        if not isinstance(obj, dict):
+            log.warning("%s:%d: not a JSON object, skipped", path, i)
+            continue
+        out.append(obj)
+    return out
+
+
+def _label(r: dict[str, Any]) -> str:
+    return str(r.get("label") or r.get("method") or "?")
+
+
+def _cell_key(r: dict[str, Any]) -> tuple:
+    suite = r.get("suite")
+    if r.get("cell"):
+        return (suite, r["cell"])
+    return (suite, r.get("dataset"), _label(r), r.get("seed"))
+
+
+def _last_per_cell(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the last row of each cell (at the position of that last row)."""
+    rows = list(rows)
+    last: dict[tuple, int] = {}
+    for i, r in enumerate(rows):
+        last[_cell_key(r)] = i
+    return [r for i, r in enumerate(rows) if last[_cell_key(r)] == i]
+
+
+def load_results(path: str | Path) -> list[dict[str, Any]]:
+    """The finished rows of ``results.jsonl`` (a file, or a folder holding one).
+
+    If a cell appears more than once, its last *finished* line wins. Blank, corrupt and
+    truncated lines (a run killed mid-write) are skipped with a logged warning. Each returned
+    row is a copy with ``label`` filled in (defaulting to ``method``).
+    """
+    p = _results_path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no benchmark results at {p}")
+    return _finished(_read_jsonl(p))
+
+
+def _finished(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    finished = []
+    for r in lines:
+        if r.get("status") != "finished":
+            continue
+        r = dict(r)
+        r["label"] = _label(r)
+        finished.append(r)
+    return _last_per_cell(finished)
+
+
+def _failed_cells(lines: Iterable[dict[str, Any]], finished: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells whose attempts all failed (their last failed line)."""
+    done = {_cell_key(r) for r in finished}
+    failed = [r for r in lines if r.get("status") == "failed" and _cell_key(r) not in done]
+    return _last_per_cell(failed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary (pure)
+# ----------------------------------------------------------------------------------------------
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None."""
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _values(rows: Iterable[dict[str, Any]], key: str) -> list[float]:
+    return [f for f in (_num(r.get(key)) for r in rows) if f is not None]
+
+
+def _median(xs: Sequence[float]) -> float | None:
+    return float(statistics.median(xs)) if xs else None
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default)."""
+    s = sorted(xs)
+    pos = (len(s) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def higher_is_better(metric: str | None) -> bool:
+    return (metric or "").lower() not in LOWER_IS_BETTER
+
+
+def _groups(rows: Iterable[dict[str, Any]]) -> dict[tuple, dict[str, list[dict[str, Any]]]]:
+    """(suite, dataset) -> label -> rows, all in order of first appearance."""
+    g: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
+    for r in rows:
+        g.setdefault((r.get("suite"), r.get("dataset")), {}).setdefault(_label(r), []).append(r)
+    return g
+
+
+def _reference_label(by_label: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The ``full`` label of a dataset: label ``full`` if present, else the first label of method ``full``."""
+    if REFERENCE_METHOD in by_label and any(r.get("method", REFERENCE_METHOD) == REFERENCE_METHOD
+                                            for r in by_label[REFERENCE_METHOD]):
+        return REFERENCE_METHOD
+    for label, rs in by_label.items():
+        if any(r.get("method") == REFERENCE_METHOD for r in rs):
+            return label
+    return None
+
+
+def _most_common(rows: Iterable[dict[str, Any]], key: str) -> Any:
+    c = Counter(r.get(key) for r in rows if r.get(key) is not None)
+    return c.most_common(1)[0][0] if c else None
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (suite, dataset, label) of finished results (pure: reads nothing, changes nothing).
+
+    Fields: ``suite``, ``dataset``, ``label``, ``method``, ``model``, ``metric``, ``higher_is_better``,
+    ``n_seeds``, ``seeds``, ``median``/``min``/``max``/``iqr`` of the quality metric,
+    ``median_macro_f1``, ``median_wall_clock_s`` (selection + training), ``median_train_s``,
+    ``median_selection_s``, ``median_examples_backpropagated``, ``median_examples_forwarded``,
+    ``median_optimizer_steps``, ``reference`` (the ``full`` label or None), and against that
+    reference: ``speedup_vs_full`` (its median wall-clock / this one's), ``quality_delta_vs_full``
+    (this median - its median, sign as is), ``backprop_fraction_vs_full`` and
+    ``forward_fraction_vs_full`` (ratios of medians). Comparisons are None without a reference.
+    Medians: the mean of the two middle values for an even count.
+    """
+    rows = list(rows)
+    out: list[dict[str, Any]] = []
+    for (suite, dataset), by_label in _groups(rows).items():
+        ref_label = _reference_label(by_label)
+        metric = _most_common([r for rs in by_label.values() for r in rs], "metric")
+        stats = {label: _label_stats(rs) for label, rs in by_label.items()}
+        ref = stats.get(ref_label) if ref_label else None
+        labels = list(by_label)
+        if ref_label:
+            labels.remove(ref_label)
+            labels.insert(0, ref_label)
+        for label in labels:
+            s = stats[label]
+            rs = by_label[label]
+            same_metric = ref is not None and s["metric"] == ref["metric"]
+            row = {
+                "suite": suite,
+                "dataset": dataset,
+                "label": label,
+                "method": _most_common(rs, "method"),
+                "model": _most_common(rs, "model"),
+                "metric": s["metric"] or metric,
+                "higher_is_better": higher_is_better(s["metric"] or metric),
+                "reference": ref_label,
+                "is_reference": label == ref_label,
+                **{k: v for k, v in s.items() if k != "metric"},
+                "speedup_vs_full": _ratio(ref["median_wall_clock_s"], s["median_wall_clock_s"]) if ref else None,
+                "quality_delta_vs_full": (s["median"] - ref["median"]
+                                          if same_metric and s["median"] is not None and ref["median"] is not None
+                                          else None),
+                "backprop_fraction_vs_full": (_ratio(s["median_examples_backpropagated"],
+                                                     ref["median_examples_backpropagated"]) if ref else None),
+                "forward_fraction_vs_full": (_ratio(s["median_examples_forwarded"], ref["median_examples_forwarded"])
+                                             if ref else None),
+            }
+            out.append(row)
+    return out
+
+
+def _label_stats(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    q = _values(rs, "value")
+    seeds = sorted({r.get("seed") for r in rs if r.get("seed") is not None}, key=lambda s: (str(type(s)), s))
+    return {
+        "metric": _most_common(rs, "metric"),
+        "n_seeds": len(rs),
+        "seeds": seeds,
+        "median": _median(q),
+        "min": min(q) if q else None,
+        "max": max(q) if q else None,
+        "iqr": _quantile(q, 0.75) - _quantile(q, 0.25) if len(q) >= 2 else None,
+        "median_macro_f1": _median(_values(rs, "macro_f1")),
+        "median_wall_clock_s": _median(_values(rs, "wall_clock_s")),
+        "median_train_s": _median(_values(rs, "train_s")),
+        "median_selection_s": _median(_values(rs, "selection_s")),
+        "median_examples_backpropagated": _median(_values(rs, "examples_backpropagated")),
+        "median_examples_forwarded": _median(_values(rs, "examples_forwarded")),
+        "median_optimizer_steps": _median(_values(rs, "optimizer_steps")),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting
+# ----------------------------------------------------------------------------------------------
+
+DASH = "—"
+
+
+def _fmt(v: Any, digits: int, suffix: str = "", signed: bool = False) -> str:
+    f = _num(v)
+    if f is None:
+        return DASH
+    s = f"{f:+.{digits}f}" if signed else f"{f:.{digits}f}"
+    return s + suffix
+
+
+def _fmt_count(v: Any) -> str:
+    f = _num(v)
+    if f is None:
+        return DASH
+    return f"{f:,.0f}" if f == int(f) else f"{f:,.1f}"
+
+
+def _direction(metric: str | None) -> str:
+    return "higher is better" if higher_is_better(metric) else "lower is better"
+
+
+def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(header, row -> text) for a dataset's summary table (Markdown and HTML share them)."""
+    metric = srows[0]["metric"] if srows else None
+    m = metric or "quality"
+    f1 = any(s["median_macro_f1"] is not None for s in srows)
+    arrow = "↑" if higher_is_better(metric) else "↓"
+    return [
+        ("method label", lambda s: s["label"]),
+        ("seeds", lambda s: str(s["n_seeds"])),
+        (f"{m} median {arrow} ({_direction(metric)})", lambda s: _fmt(s["median"], 4)),
+        ("min – max", lambda s: f"{_fmt(s['min'], 4)} – {_fmt(s['max'], 4)}"),
+        ("IQR", lambda s: _fmt(s["iqr"], 4)),
+        *([("macro-F1 median", lambda s: _fmt(s["median_macro_f1"], 4))] if f1 else []),
+        ("wall-clock s median", lambda s: _fmt(s["median_wall_clock_s"], 1)),
+        ("speed-up vs full", lambda s: _fmt(s["speedup_vs_full"], 2, "x")),
+        (f"Δ {m} vs full ({_direction(metric)})", lambda s: _fmt(s["quality_delta_vs_full"], 4, signed=True)),
+        ("backprop fraction vs full", lambda s: _fmt(s["backprop_fraction_vs_full"], 2)),
+        ("forward fraction vs full", lambda s: _fmt(s["forward_fraction_vs_full"], 2)),
+        ("optimizer steps median", lambda s: _fmt_count(s["median_optimizer_steps"])),
+    ]
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
+
+
+def _md(text: Any) -> str:
+    """Markdown-escape data text (pipes, HTML brackets, emphasis) and keep it on one line."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _uniq(rows: Iterable[dict[str, Any]], key: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows:
+        v = r.get(key)
+        if v is not None and v != "":
+            seen.setdefault(str(v), None)
+    return list(seen)
+
+
+def _machine(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    items = [("torch", ", ".join(_uniq(rows, "torch")) or DASH),
+             ("threads", ", ".join(_uniq(rows, "threads")) or DASH),
+             ("device", ", ".join(_uniq(rows, "device")) or DASH),
+             ("models", ", ".join(_uniq(rows, "model")) or DASH)]
+    fin = sorted(_uniq(rows, "finished_at"))
+    if fin:
+        items.append(("runs finished", fin[0] if len(fin) == 1 else f"{fin[0]} … {fin[-1]}"))
+    return items
+
+
+HOW_TO_READ = [
+    "Quality is the median over seeds of the final test metric; min – max and IQR show the spread over seeds.",
+    "Wall-clock is everything the method costs: selection (scoring, pruning) plus training including the "
+    "per-batch filtering; evaluation is not included.",
+    "Speed-up vs full = median wall-clock of `full` / median wall-clock of the method, both measured in the "
+    "same suite run on the same machine; fractions are ratios of medians of examples backpropagated / forwarded.",
+    "Δ vs full = method median − full median, sign as is: for accuracy positive is better, for perplexity "
+    "negative is better.",
+    "With few seeds the spread is a rough guide, not a confidence interval.",
+]
+
+
+def _section_title(suite: Any, dataset: Any, multi_suite: bool) -> str:
+    return f"{dataset} ({suite})" if multi_suite else str(dataset)
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------------------------
+
+
+def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+              failed: list[dict[str, Any]], generated: str) -> str:
+    suites = _uniq(rows, "suite")
+    out = [f"# {_md(title)}", ""]
+    out.append(f"- suite: {', '.join(_md(s) for s in suites) or DASH}")
+    out.append(f"- generated: {generated}")
+    for k, v in _machine(rows):
+        out.append(f"- {k}: {_md(v)}")
+    out.append(f"- finished cells: {len(rows)}" + (f"; failed cells: {len(failed)}" if failed else ""))
+    out.append("")
+    if not summary:
+        out += ["No finished results.", ""]
+    multi = len(suites) > 1
+    for (suite, dataset), srows in _by_section(summary).items():
+        metric = srows[0]["metric"]
+        model = ", ".join(_uniq(srows, "model"))
+        out.append(f"## {_md(_section_title(suite, dataset, multi))}")
+        out.append("")
+        out.append(f"model: {_md(model or DASH)}; metric: {_md(metric or DASH)} ({_direction(metric)})"
+                   + ("" if srows[0]["reference"] else "; no `full` rows, so no comparison with full"))
+        out.append("")
+        cols = _columns(srows)
+        out.append("| " + " | ".join(h for h, _ in cols) + " |")
+        out.append("|" + "|".join([":---"] + ["---:"] * (len(cols) - 1)) + "|")
+        for s in srows:
+            out.append("| " + " | ".join(_md(f(s)) if i == 0 else f(s) for i, (_, f) in enumerate(cols)) + " |")
+        out.append("")
+    if failed:
+        out += ["## Failed cells", ""]
+        for r in failed:
+            err = " ".join(str(r.get("error") or "").split())[:300]
+            out.append(f"- {_md(r.get('cell') or _cell_key(r))}: {_md(err) or 'no error message'}")
+        out.append("")
+    out += ["## How to read", ""] + [f"- {t}" for t in HOW_TO_READ] + [""]
+    return "\n".join(out)
+
+
+def _by_section(summary: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    g: dict[tuple, list[dict[str, Any]]] = {}
+    for s in summary:
+        g.setdefault((s["suite"], s["dataset"]), []).append(s)
+    return g
+
+
+# ----------------------------------------------------------------------------------------------
+# SVG plots
+# ----------------------------------------------------------------------------------------------
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#bcbd22", "#7f7f7f", "#393b79", "#ad494a", "#637939", "#e6550d", "#7b4173", "#3182bd"]
+REF_COLOR = "#222222"
+
+_E = html.escape
+
+
+def _colors(summary: list[dict[str, Any]]) -> dict[str, str]:
+    """One colour per method label across the whole report (``full`` in near-black)."""
+    out: dict[str, str] = {}
+    i = 0
+    for s in summary:
+        label = s["label"]
+        if label in out:
+            continue
+        if s["is_reference"] and REF_COLOR not in out.values():
+            out[label] = REF_COLOR
+        else:
+            out[label] = PALETTE[i % len(PALETTE)]
+            i += 1
+    return out
+
+
+class _Scale:
+    """Maps data values to pixels; linear or log10, with 'nice' ticks."""
+
+    def __init__(self, values: Sequence[float], p0: float, p1: float, *, log: bool = False,
+                 fixed: tuple[float, float] | None = None, pad: float = 0.06):
+        self.log = log and all(v > 0 for v in values) and bool(values)
+        vs = [math.log10(v) for v in values] if self.log else list(values)
+        if fixed is not None:
+            lo, hi = fixed
+        elif not vs:
+            lo, hi = 0.0, 1.0
+        else:
+            lo, hi = min(vs), max(vs)
+            if hi - lo < 1e-12 * max(1.0, abs(hi)):
+                d = abs(hi) * 0.05 or 0.5
+                lo, hi = lo - d, hi + d
+            span = hi - lo
+            lo, hi = lo - pad * span, hi + pad * span
+        self.lo, self.hi, self.p0, self.p1 = lo, hi, p0, p1
+
+    def __call__(self, v: float) -> float:
+        x = math.log10(v) if self.log else v
+        return self.p0 + (x - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0)
+
+    def ticks(self, n: int = 5) -> list[tuple[float, str]]:
+        if self.log:
+            return self._log_ticks()
+        step = _nice_step((self.hi - self.lo) / n)
+        start = math.ceil(self.lo / step - 1e-9) * step
+        out = []
+        k = 0
+        while True:
+            v = start + k * step
+            if v > self.hi + 1e-9 * step:
+                break
+            v = 0.0 if abs(v) < step * 1e-9 else v
+            out.append((v, _tick_label(v, step)))
+            k += 1
+        return out
+
+    def _log_ticks(self) -> list[tuple[float, str]]:
+        lo, hi = self.lo, self.hi
+        for mults in ((1, 2, 5), (1, 3), (1,)):
+            out = []
+            for e in range(math.floor(lo) - 1, math.ceil(hi) + 1):
+                for m in mults:
+                    v = m * 10.0 ** e
+                    if lo - 1e-9 <= math.log10(v) <= hi + 1e-9:
+                        out.append((v, _tick_label(v, v / 10)))
+            if len(out) <= 8:
+                return out if len(out) >= 2 else out + self._linear_in_log()
+        return out
+
+    def _linear_in_log(self) -> list[tuple[float, str]]:
+        a, b = 10 ** self.lo, 10 ** self.hi
+        step = _nice_step((b - a) / 4)
+        out = []
+        v = math.ceil(a / step) * step
+        while v <= b:
+            out.append((v, _tick_label(v, step)))
+            v += step
+        return out
+
+
+def _nice_step(raw: float) -> float:
+    if raw <= 0 or not math.isfinite(raw):
+        return 1.0
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * mag >= raw * (1 - 1e-9):
+            return m * mag
+    return 10 * mag
+
+
+def _tick_label(v: float, step: float) -> str:
+    a = abs(v)
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if a >= div and a >= 10_000:
+            return _tick_label(v / div, step / div) + suf
+    if step >= 1 and float(v).is_integer():
+        return f"{v:.0f}"
+    digits = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 2
+    if round(step * 10 ** digits, 6) % 1:  # e.g. 2.5 steps need one more digit
+        digits += 1
+    return f"{v:.{min(digits, 6)}f}"
+
+
+def _trunc(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _svg(
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    points: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    lines: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    hlines: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    legend: list[tuple[str, str, str]] = (),  # type: ignore[assignment]  (label, colour, marker)
+    xlog: bool = False,
+    ylog: bool = False,
+    yfixed: tuple[float, float] | None = None,
+    kind: str = "",
+    width: int = 680,
+    height: int = 380,
+) -> str:
+    """An inline SVG scatter/line plot.
+
+    points: {x, y, color, r, tip, median: bool}; lines: {xy: [(x, y)], color, tip, width, dash};
+    hlines: {y, color, text}. All text is escaped here.
+    """
+    leg_w = 200 if legend else 16
+    left, right, top, bottom = 70, width - leg_w, 40, height - 54
+    xs = [p["x"] for p in points] + [x for ln in lines for x, _ in ln["xy"]]
+    ys = [p["y"] for p in points] + [y for ln in lines for _, y in ln["xy"]] + [h["y"] for h in hlines]
+    sx = _Scale(xs, left, right, log=xlog)
+    sy = _Scale(ys, bottom, top, log=ylog, fixed=yfixed)
+    o = [f'<svg class="plot" data-kind="{_E(kind)}" viewBox="0 0 {width} {height}" width="{width}" '
+         f'height="{height}" role="img" aria-label="{_E(title)}" font-family="system-ui, -apple-system, '
+         f'Segoe UI, Roboto, DejaVu Sans, Arial, sans-serif">',
+         f"<title>{_E(title)}</title>",
+         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+         f'<text x="{left}" y="22" font-size="14" font-weight="600" fill="#111">{_E(_trunc(title, 80))}</text>']
+    # grid + ticks
+    for v, t in sx.ticks(6 if not legend else 5):
+        px = sx(v)
+        o.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#e6e6e6"/>')
+        o.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 5}" stroke="#444"/>')
+        o.append(f'<text x="{px:.1f}" y="{bottom + 18}" font-size="11" text-anchor="middle" fill="#333">{_E(t)}</text>')
+    for v, t in sy.ticks(5):
+        py = sy(v)
+        o.append(f'<line x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="#e6e6e6"/>')
+        o.append(f'<line x1="{left - 5}" y1="{py:.1f}" x2="{left}" y2="{py:.1f}" stroke="#444"/>')
+        o.append(f'<text x="{left - 8}" y="{py + 4:.1f}" font-size="11" text-anchor="end" fill="#333">{_E(t)}</text>')
+    o.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#444"/>')
+    o.append(f'<text x="{(left + right) / 2:.1f}" y="{height - 12}" font-size="12" text-anchor="middle" '
+             f'fill="#111">{_E(xlabel)}{" (log scale)" if sx.log else ""}</text>')
+    o.append(f'<text transform="translate(16 {(top + bottom) / 2:.1f}) rotate(-90)" font-size="12" '
+             f'text-anchor="middle" fill="#111">{_E(ylabel)}{" (log scale)" if sy.log else ""}</text>')
+    for h in hlines:
+        py = sy(h["y"])
+        o.append(f'<line class="ref" x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="{h["color"]}" '
+                 f'stroke-dasharray="5 4" stroke-width="1.2" opacity="0.7"><title>{_E(h["text"])}</title></line>')
+    for ln in lines:
+        if not ln["xy"]:
+            continue
+        d = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(ln["xy"]))
+        dash = f' stroke-dasharray="{ln["dash"]}"' if ln.get("dash") else ""
+        o.append(f'<path class="ln" d="{d}" fill="none" stroke="{ln["color"]}" stroke-width="{ln.get("width", 1.6)}" '
+                 f'stroke-linejoin="round" opacity="{ln.get("opacity", 0.85)}"{dash}><title>{_E(ln["tip"])}</title></path>')
+        if len(ln["xy"]) == 1:  # a one-point line is invisible: mark it
+            x, y = ln["xy"][0]
+            o.append(f'<circle class="pt" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{ln["color"]}">'
+                     f'<title>{_E(ln["tip"])}</title></circle>')
+    for p in sorted(points, key=lambda p: p.get("median", False)):
+        cx, cy = sx(p["x"]), sy(p["y"])
+        if p.get("median"):
+            r = p.get("r", 7.5)
+            o.append(f'<path class="med" d="M{cx:.1f},{cy - r:.1f} L{cx + r:.1f},{cy:.1f} L{cx:.1f},{cy + r:.1f} '
+                     f'L{cx - r:.1f},{cy:.1f} Z" fill="{p["color"]}" stroke="#fff" stroke-width="1.5">'
+                     f'<title>{_E(p["tip"])}</title></path>')
+        else:
+            o.append(f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="{p.get("r", 4)}" fill="{p["color"]}" '
+                     f'fill-opacity="0.55" stroke="{p["color"]}" stroke-width="1"><title>{_E(p["tip"])}</title></circle>')
+    if legend:
+        lx = right + 16
+        o.append(f'<g class="legend" font-size="11" fill="#222">')
+        ly = top + 6
+        max_items = max(1, int((bottom - top) // 17))
+        for i, (label, color, marker) in enumerate(legend[:max_items]):
+            y = ly + i * 17
+            if marker == "line":
+                sw = f'<line x1="{lx}" y1="{y:.1f}" x2="{lx + 14}" y2="{y:.1f}" stroke="{color}" stroke-width="2.5"/>'
+            elif marker == "dash":
+                sw = (f'<line x1="{lx}" y1="{y:.1f}" x2="{lx + 14}" y2="{y:.1f}" stroke="{color}" '
+                      f'stroke-width="1.5" stroke-dasharray="4 3"/>')
+            else:
+                sw = (f'<path d="M{lx + 7},{y - 6:.1f} L{lx + 13},{y:.1f} L{lx + 7},{y + 6:.1f} L{lx + 1},{y:.1f} Z" '
+                      f'fill="{color}"/>')
+            o.append(f'<g>{sw}<text x="{lx + 20}" y="{y + 4:.1f}">{_E(_trunc(label, 27))}</text>'
+                     f'<title>{_E(label)}</title></g>')
+        if len(legend) > max_items:
+            o.append(f'<text x="{lx}" y="{ly + max_items * 17 + 4:.1f}" fill="#666">+{len(legend) - max_items} more</text>')
+        o.append("</g>")
+    o.append("</svg>")
+    return "\n".join(o)
+
+
+def _downsample(xy: list[tuple[float, float]], n: int = 400) -> list[tuple[float, float]]:
+    """At most ``n`` points: bucket means (smooths noisy per-step losses too)."""
+    if len(xy) <= n:
+        return xy
+    size = math.ceil(len(xy) / n)
+    out = []
+    for i in range(0, len(xy), size):
+        ch = xy[i : i + size]
+        out.append((sum(x for x, _ in ch) / len(ch), sum(y for _, y in ch) / len(ch)))
+    return out
+
+
+def _seed_txt(r: dict[str, Any]) -> str:
+    return f"seed {r.get('seed')}" if r.get("seed") is not None else "seed ?"
+
+
+def _scatter_plot(srows, by_label, colors, *, kind, xkey, xlabel, title, xscale=None, xtip=None):
+    """Quality (y) against a per-row quantity (x): one point per seed, a diamond at the medians."""
+    metric = srows[0]["metric"]
+    points, legend = [], []
+    ref = next((s for s in srows if s["is_reference"]), None)
+    for s in srows:
+        label, color = s["label"], colors[s["label"]]
+        xs_seed = []
+        for r in by_label.get(label, []):
+            x, y = _num(r.get(xkey)), _num(r.get("value"))
+            if x is None or y is None:
+                continue
+            x = x / xscale if xscale else x
+            xs_seed.append(x)
+            points.append({"x": x, "y": y, "color": color, "r": 4,
+                           "tip": f"{label} · {_seed_txt(r)}\n{metric}: {y:.4f}\n{xtip(x)}"})
+        if not xs_seed:
+            continue
+        mx, my = _median(xs_seed), s["median"]
+        if my is not None:
+            points.append({"x": mx, "y": my, "color": color, "median": True,
+                           "tip": f"{label} · median of {len(xs_seed)} seed(s)\n{metric}: {my:.4f}\n{xtip(mx)}"})
+        legend.append((label, color, "median"))
+    if not points:
+        return None
+    hlines = []
+    if ref is not None and ref["median"] is not None:
+        hlines.append({"y": ref["median"], "color": REF_COLOR, "text": f"{ref['label']} median {metric}: {ref['median']:.4f}"})
+        legend.append((f"{ref['label']} median", REF_COLOR, "dash"))
+    return _svg(title=title, xlabel=xlabel, ylabel=f"{metric} ({_direction(metric)})", points=points, hlines=hlines,
+                legend=legend, kind=kind, ylog=False)
+
+
+def _skip_plot(srows, by_label, records, colors, title):
+    lines, legend = [], []
+    for s in srows:
+        label, color = s["label"], colors[s["label"]]
+        mine = []
+        for r in by_label.get(label, []):
+            hist = (records.get(id(r)) or {}).get("skip_history") or []
+            xy = []
+            for i, b in enumerate(hist):
+                if not isinstance(b, dict):
+                    continue
+                y = _num(b.get("skip_rate"))
+                x = _num(b.get("batch"))
+                if y is None:
+                    continue
+                xy.append((x if x is not None else float(i + 1), y))
+            if xy and any(y > 0 for _, y in xy):
+                mine.append((r, xy))
+        for r, xy in mine:
+            mean = sum(y for _, y in xy) / len(xy)
+            lines.append({"xy": _downsample(xy), "color": color, "width": 1.6, "opacity": 0.8,
+                          "tip": f"{label} · {_seed_txt(r)}\nmean skip rate {mean:.3f}"})
+        if mine:
+            legend.append((label, color, "line"))
+    if not lines:
+        return None
+    return _svg(title=title, xlabel="training batch", ylabel="skip rate (fraction not backpropagated)",
+                lines=lines, legend=legend, yfixed=(-0.04, 1.04), kind="skip")
+
+
+def _curve_plot(srows, by_label, records, colors, title):
+    metric = srows[0]["metric"]
+    lines, legend = [], []
+    # learning curves (intermediate evaluations) where any record has them ...
+    have_curves = any(_curve_xy(records.get(id(r)), r, metric)[0] for rs in by_label.values() for r in rs)
+    for s in srows:
+        label, color = s["label"], colors[s["label"]]
+        n = 0
+        for r in by_label.get(label, []):
+            rec = records.get(id(r))
+            if have_curves:
+                xy, ykey = _curve_xy(rec, r, metric)
+            else:
+                xy = [(float(i + 1), y) for i, y in enumerate(_num(v) for v in ((rec or {}).get("step_losses") or []))
+                      if y is not None]
+                ykey = "training loss"
+            if not xy:
+                continue
+            n += 1
+            lines.append({"xy": _downsample(xy), "color": color, "width": 1.6, "opacity": 0.8,
+                          "tip": f"{label} · {_seed_txt(r)}\nlast {ykey}: {xy[-1][1]:.4f}"})
+        if n:
+            legend.append((label, color, "line"))
+    if not lines:
+        return None
+    ys = [y for ln in lines for _, y in ln["xy"]]
+    ylog = bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 20
+    if have_curves:
+        return _svg(title=title, xlabel="wall-clock s (selection + training)",
+                    ylabel=f"{metric} ({_direction(metric)})", lines=lines,
+                    legend=legend, ylog=ylog, kind="curve")
+    return _svg(title=title.replace("learning curves", "training loss"), xlabel="optimizer step",
+                ylabel="training loss", lines=lines, legend=legend, ylog=ylog, kind="loss")
+
+
+def _curve_xy(rec: dict[str, Any] | None, r: dict[str, Any], metric: str) -> tuple[list[tuple[float, float]], str]:
+    """(wall-clock incl. selection, metric) from a record's intermediate evaluations."""
+    curve = (rec or {}).get("curve") or []
+    sel = _num(r.get("selection_s")) or _num(((rec or {}).get("timings") or {}).get("selection_s")) or 0.0
+    xy = []
+    for i, c in enumerate(curve):
+        if not isinstance(c, dict):
+            continue
+        y = _num(c.get(metric))
+        t = _num(c.get("train_s"))
+        if y is None or t is None:
+            continue
+        xy.append((sel + t, y))
+    return xy, metric
+
+
+def _load_records(root: Path, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """id(row) -> its run record (rows without a readable record are simply absent)."""
+    out: dict[int, dict[str, Any]] = {}
+    missing = 0
+    for r in rows:
+        rd = r.get("run_dir")
+        if not rd:
+            missing += 1
+            continue
+        p = root / str(rd)
+        if p.is_dir():
+            p = p / RECORD
+        try:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            log.debug("no usable record at %s: %s", p, e)
+            missing += 1
+            continue
+        if isinstance(rec, dict):
+            out[id(r)] = rec
+        else:
+            missing += 1
+    if missing:
+        log.info("%d of %d finished cells have no readable record.json (no curves/skip plots for them)",
+                 missing, len(rows))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML
+# ----------------------------------------------------------------------------------------------
+
+_CSS = """
+:root { color-scheme: light; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; margin: 24px;
+       color: #1b1b1b; background: #fafafa; line-height: 1.4; }
+h1 { font-size: 24px; margin: 0 0 8px; } h2 { font-size: 19px; margin: 32px 0 6px; border-bottom: 1px solid #ddd;
+padding-bottom: 4px; } h3 { font-size: 15px; margin: 18px 0 6px; }
+.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 13px; margin: 8px 0 16px; }
+.meta dt { color: #666; } .meta dd { margin: 0; }
+.note { color: #555; font-size: 13px; }
+table { border-collapse: collapse; font-size: 13px; background: #fff; margin: 6px 0 12px; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; } th { background: #f0f0f0; font-weight: 600; vertical-align: bottom; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.ref td { background: #f7f7f7; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
+.plots { display: flex; flex-wrap: wrap; gap: 16px; }
+.plots figure { margin: 0; background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 4px; }
+.plots svg { display: block; max-width: 100%; height: auto; }
+.plots svg .pt:hover, .plots svg .med:hover { stroke: #000; stroke-width: 2; }
+.plots svg .ln:hover { stroke-width: 3; opacity: 1; }
+details { margin: 6px 0 12px; } summary { cursor: pointer; color: #333; font-size: 13px; }
+pre.err { white-space: pre-wrap; font-size: 12px; background: #fff4f4; border: 1px solid #f0caca; padding: 6px; }
+"""
+
+
+def _html_table(srows: list[dict[str, Any]], colors: dict[str, str]) -> str:
+    cols = _columns(srows)
+    o = ["<table class=\"summary\"><thead><tr>" + "".join(f"<th>{_E(h)}</th>" for h, _ in cols) + "</tr></thead><tbody>"]
+    for s in srows:
+        cells = []
+        for i, (_, f) in enumerate(cols):
+            if i == 0:
+                cells.append(f'<td><span class="swatch" style="background:{colors[s["label"]]}"></span>{_E(f(s))}</td>')
+            else:
+                cells.append(f'<td class="num">{_E(f(s))}</td>')
+        cls = ' class="ref"' if s["is_reference"] else ""
+        o.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    o.append("</tbody></table>")
+    return "\n".join(o)
+
+
+def _cells_table(srows: list[dict[str, Any]], by_label: dict[str, list[dict[str, Any]]]) -> str:
+    heads = ["label", "seed", "value", "macro-F1", "wall-clock s", "selection s", "train s", "forwarded",
+             "backpropagated", "optimizer steps", "train used / n", "run folder"]
+    o = ["<table class=\"cells\"><thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>"]
+    for s in srows:
+        for r in by_label.get(s["label"], []):
+            vals = [_fmt(r.get("value"), 4), _fmt(r.get("macro_f1"), 4), _fmt(r.get("wall_clock_s"), 1),
+                    _fmt(r.get("selection_s"), 1), _fmt(r.get("train_s"), 1), _fmt_count(r.get("examples_forwarded")),
+                    _fmt_count(r.get("examples_backpropagated")), _fmt_count(r.get("optimizer_steps")),
+                    f"{_fmt_count(r.get('n_train_used'))} / {_fmt_count(r.get('n_train'))}"]
+            o.append("<tr>" + f"<td>{_E(s['label'])}</td><td class=\"num\">{_E(str(r.get('seed')))}</td>"
+                     + "".join(f'<td class="num">{_E(v)}</td>' for v in vals)
+                     + f"<td>{_E(str(r.get('run_dir') or DASH))}</td></tr>")
+    o.append("</tbody></table>")
+    return "\n".join(o)
+
+
+def _slug(*parts: Any) -> str:
+    s = "-".join(re.sub(r"[^A-Za-z0-9]+", "-", str(p)).strip("-").lower() for p in parts)
+    return s or "section"
+
+
+def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]], failed: list[dict[str, Any]],
+          records: dict[int, dict[str, Any]], generated: str) -> tuple[str, int]:
+    colors = _colors(summary)
+    suites = _uniq(rows, "suite")
+    multi = len(suites) > 1
+    groups = _groups(rows)
+    body: list[str] = []
+    n_plots = 0
+    if not summary:
+        body.append('<p class="note">No finished results.</p>')
+    for (suite, dataset), srows in _by_section(summary).items():
+        by_label = groups.get((suite, dataset), {})
+        metric = srows[0]["metric"]
+        ref = next((s for s in srows if s["is_reference"]), None)
+        name = _section_title(suite, dataset, multi)
+        sid = _slug(suite, dataset) if multi else _slug(dataset)
+        body.append(f'<section class="dataset" id="{_E(sid)}">')
+        body.append(f"<h2>{_E(name)}</h2>")
+        model = ", ".join(_uniq(srows, "model")) or DASH
+        body.append(f'<p class="note">model: {_E(model)}; metric: {_E(metric or DASH)} ({_direction(metric)})'
+                    + ("" if ref else "; no <code>full</code> rows, so no comparison with full") + "</p>")
+        body.append(_html_table(srows, colors))
+        plots, notes = [], []
+        p = _scatter_plot(srows, by_label, colors, kind="quality-wallclock", xkey="wall_clock_s",
+                          xlabel="wall-clock s (selection + training)",
+                          title=f"{name}: {metric} vs wall-clock", xtip=lambda x: f"wall-clock: {x:.1f} s")
+        plots.append(p) if p else notes.append("no wall-clock numbers to plot")
+        ref_bp = ref["median_examples_backpropagated"] if ref else None
+        if ref_bp:
+            p = _scatter_plot(srows, by_label, colors, kind="quality-backprop", xkey="examples_backpropagated",
+                              xscale=ref_bp, xlabel=f"examples backpropagated (fraction of {ref['label']} median)",
+                              title=f"{name}: {metric} vs examples backpropagated",
+                              xtip=lambda x: f"backpropagated: {x:.3f} of full")
+        else:
+            p = _scatter_plot(srows, by_label, colors, kind="quality-backprop", xkey="examples_backpropagated",
+                              xlabel="examples backpropagated", title=f"{name}: {metric} vs examples backpropagated",
+                              xtip=lambda x: f"backpropagated: {x:,.0f}")
+        plots.append(p) if p else notes.append("no examples_backpropagated counts to plot")
+        p = _skip_plot(srows, by_label, records, colors, f"{name}: skip rate over training")
+        plots.append(p) if p else notes.append("no method skipped examples during training (or no skip history in the records)")
+        p = _curve_plot(srows, by_label, records, colors, f"{name}: learning curves")
+        plots.append(p) if p else notes.append("no learning curves or step losses in the run records")
+        n_plots += len(plots)
+        body.append('<div class="plots">' + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>")
+        if notes:
+            body.append('<p class="note">Not plotted: ' + _E("; ".join(notes)) + ".</p>")
+        body.append(f"<details><summary>all {sum(len(v) for v in by_label.values())} finished cells</summary>"
+                    + _cells_table(srows, by_label) + "</details>")
+        body.append("</section>")
+    if failed:
+        body.append("<h2>Failed cells</h2><ul>")
+        for r in failed:
+            err = str(r.get("error") or "no error message")[:2000]
+            body.append(f"<li>{_E(str(r.get('cell') or _cell_key(r)))}<pre class=\"err\">{_E(err)}</pre></li>")
+        body.append("</ul>")
+    body.append("<h2>How to read</h2><ul class=\"note\">"
+                + "".join(f"<li>{_E(t).replace('`full`', '<code>full</code>')}</li>" for t in HOW_TO_READ)
+                + "<li>Plots: small circles are single seeds, diamonds the medians; hover a mark for its numbers. "
+                  "The dashed line is the median of full.</li></ul>")
+    meta = [("suite", ", ".join(suites) or DASH), ("generated", generated)] + _machine(rows)
+    meta.append(("finished cells", str(len(rows)) + (f" (failed cells: {len(failed)})" if failed else "")))
+    meta.append(("plots", f'<span id="plot-count">{n_plots}</span>'))
+    dl = "".join(f"<dt>{_E(k)}</dt><dd>{v if k == 'plots' else _E(v)}</dd>" for k, v in meta)
+    toc = ""
+    if len(_by_section(summary)) > 1:
+        toc = "<p class=\"note\">Datasets: " + " · ".join(
+            f'<a href="#{_E(_slug(su, d) if multi else _slug(d))}">{_E(_section_title(su, d, multi))}</a>'
+            for su, d in _by_section(summary)) + "</p>"
+    script = ("<script>(function(){var b=document.body;b.dataset.rendered='1';"
+              "var n=document.querySelectorAll('svg.plot').length;var e=document.getElementById('plot-count');"
+              "if(e){e.textContent=String(n);}})();</script>")
+    doc = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_E(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>{_E(title)}</h1>
+<dl class="meta">{dl}</dl>
+{toc}
+{chr(10).join(body)}
+{script}
+</body>
+</html>
+"""
+    return doc, n_plots
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def write_report(dir: str | Path, *, title: str | None = None) -> tuple[Path, Path]:  # noqa: A002 - the brief's name
+    """Write ``DIR/report.md`` and a self-contained ``DIR/report.html`` from ``DIR/results.jsonl``.
+
+    Run records (``DIR/<run_dir>/record.json``) feed the skip-rate and learning-curve plots when
+    present; missing or unreadable records only drop those plots. Returns (markdown, html) paths.
+    """
+    root = Path(dir)
+    path = root / RESULTS
+    if not path.exists():
+        raise FileNotFoundError(f"no benchmark results at {path}")
+    lines = _read_jsonl(path)
+    rows = _finished(lines)
+    failed = _failed_cells(lines, rows)
+    summary = summarize(rows)
+    suites = _uniq(rows, "suite") or _uniq(failed, "suite")
+    if title is None:
+        title = "datadiet benchmark report" + (f": {', '.join(suites)}" if suites else "")
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    records = _load_records(root, rows)
+    md_path, html_path = root / REPORT_MD, root / REPORT_HTML
+    _write_atomic(md_path, _markdown(title, rows, summary, failed, generated))
+    doc, n_plots = _html(title, rows, summary, failed, records, generated)
+    _write_atomic(html_path, doc)
+    log.info("report: %s, %s (%d plots, %d finished cells, %d failed)", md_path, html_path, n_plots, len(rows),
+             len(failed))
+    return md_path, html_path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

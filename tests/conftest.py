@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny models and tiny planted datasets (offline, fast)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(1)
+
+
+def planted_texts(n: int = 64, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Half the examples say 'good ...' (label 1), half 'bad ...' (label 0); random filler words."""
+    rng = np.random.default_rng(seed)
+    words = ["the", "movie", "plot", "actor", "scene", "film", "story", "music", "cast", "ending"]
+    texts, labels = [], []
+    for i in range(n):
+        lab = i % 2
+        filler = " ".join(rng.choice(words, size=rng.integers(2, 8)))
+        texts.append(f"{'good' if lab else 'bad'} {filler} {i}")
+        labels.append(lab)
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+@pytest.fixture
+def tiny_cls():
+    """(model, tokenizer, TokenizedSplit, Collator) for a 64-example planted classification set."""
+    from datadiet.data.collate import Collator, TokenizedSplit
+    from datadiet.data.types import TextSplit
+    from datadiet.models.tiny import tiny_model
+
+    texts, labels = planted_texts(64)
+    split = TextSplit(ids=np.arange(100, 164), texts=texts, labels=labels)
+    model, tok = tiny_model("tiny-bert", num_labels=2, seed=0)
+    ds = TokenizedSplit(split, tok, max_length=32)
+    return model, tok, ds, Collator(pad_token_id=tok.pad_token_id)
+
+
+def make_tiny_bert(seed: int = 0):
+    from datadiet.models.tiny import tiny_model
+
+    return tiny_model("tiny-bert", num_labels=2, seed=seed)[0]

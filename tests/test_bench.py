@@ -1,0 +1,133 @@
+"""The benchmark harness: validation before work, resumption, rate matching, the smoke suite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from datadiet.bench.harness import RESULTS, read_results, realised_skip_rate, run_suite
+from datadiet.bench.suite import load_suite, parse_suite
+from datadiet.errors import ConfigError, DataDietError
+from datadiet.runner import run
+
+
+def mini_suite(**over):
+    raw = {
+        "name": "mini",
+        "base": {"model": {"name": "tiny-bert", "max_length": 24}, "data": {"max_train": 64, "max_test": 32},
+                 "train": {"epochs": 1, "batch_size": 16, "bf16": False, "lr": 1e-3}},
+        "datasets": ["rotten_tomatoes"],
+        "methods": ["full", {"name": "selective_backprop", "params": {"warmup": 16}},
+                    {"name": "random_skip", "label": "rs@sb", "params": {"rate": "match:selective_backprop"}}],
+        "seeds": [0, 1],
+    }
+    raw.update(over)
+    return parse_suite(raw)
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"methods": ["full", "selectiv_backprop"]}, "unknown method 'selectiv_backprop'"),
+    ({"datasets": ["rotten_tomatoes", "rotten_tomatos"]}, "unknown dataset 'rotten_tomatos'"),
+    ({"methods": [{"name": "random_skip", "params": {"rat": 0.5}}]}, "has no parameter 'rat'"),
+    ({"methods": [{"name": "random_skip", "params": {"rate": "match:nope"}}]}, "matches 'nope'"),
+    ({"methods": ["full", "full"]}, "labels must be unique"),
+    ({"base": {"train": {"epoch": 2}}}, "unknown config key 'train.epoch'"),
+    ({"base": {"model": {"name": "minilmm"}}}, "unknown model 'minilmm'"),
+    ({"seeds": []}, "seeds must be"),
+])
+def test_bad_suites_are_refused_before_any_work(bad, needle):
+    with pytest.raises(DataDietError, match=needle.replace("(", r"\(")):
+        mini_suite(**bad)
+
+
+def test_cells_put_match_targets_first():
+    s = mini_suite(methods=[{"name": "random_skip", "label": "rs", "params": {"rate": "match:sb"}},
+                            {"name": "selective_backprop", "label": "sb"}, "full"])
+    labels = [c.method.label for c in s.cells() if c.seed == 0]
+    assert labels.index("sb") < labels.index("rs")
+
+
+def test_interrupted_suite_resumes_without_rerunning_or_losing_finished_cells(tmp_path):
+    suite = mini_suite()
+    calls = []
+
+    def interrupting_run(cfg, *, progress=False, run_dir=None):
+        calls.append(str(run_dir))
+        if len(calls) == 4:  # die mid-way through the 4th cell, after its record was created
+            (run_dir).mkdir(parents=True, exist_ok=True)
+            (run_dir / "record.json").write_text(json.dumps({"status": "running"}))
+            raise KeyboardInterrupt
+        return run(cfg, progress=progress, run_dir=run_dir)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, tmp_path, run_fn=interrupting_run)
+    first = read_results(tmp_path)
+    assert [r["cell"] for r in first] == ["rotten_tomatoes/full/s0", "rotten_tomatoes/selective_backprop/s0",
+                                          "rotten_tomatoes/rs@sb/s0"]
+    # Simulate a crash between writing a record and appending its line: drop the last line.
+    lines = (tmp_path / RESULTS).read_text().splitlines()
+    (tmp_path / RESULTS).write_text("\n".join(lines[:2]) + "\n")
+
+    statuses = {}
+    calls.clear()
+    rows = run_suite(suite, tmp_path, run_fn=lambda cfg, **kw: calls.append(kw["run_dir"]) or run(cfg, **kw),
+                     on_cell=lambda c, st, row: statuses.__setitem__(c.key, st))
+    assert statuses["rotten_tomatoes/full/s0"] == "skipped"
+    assert statuses["rotten_tomatoes/selective_backprop/s0"] == "skipped"
+    assert statuses["rotten_tomatoes/rs@sb/s0"] == "recovered"  # rebuilt from its finished record
+    assert statuses["rotten_tomatoes/full/s1"] == "finished"  # the interrupted cell was redone
+    assert len(calls) == 3  # only the three unfinished seed-1 cells ran
+    assert len(rows) == 6 and all(r["status"] == "finished" for r in rows)
+    final = read_results(tmp_path)
+    for r in first[:2]:  # finished results were kept unchanged
+        assert r in final
+    # A third run does nothing.
+    calls.clear()
+    run_suite(suite, tmp_path, run_fn=lambda cfg, **kw: calls.append(1) or run(cfg, **kw))
+    assert calls == []
+
+
+def test_random_skip_matches_the_target_cells_realised_rate(tmp_path):
+    rows = run_suite(mini_suite(seeds=[0]), tmp_path)
+    by = {r["label"]: r for r in rows}
+    rate = realised_skip_rate(by["selective_backprop"])
+    assert 0 < rate < 1
+    assert by["rs@sb"]["params"]["rate"] == pytest.approx(rate)
+    for k in ("suite", "dataset", "model", "method", "params", "seed", "metric", "value", "macro_f1", "wall_clock_s",
+              "train_s", "selection_s", "eval_s", "examples_forwarded", "examples_backpropagated", "optimizer_steps",
+              "status"):
+        assert k in by["full"], k
+    assert by["full"]["examples_backpropagated"] == 64 and by["full"]["metric"] == "accuracy"
+
+
+def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path):
+    def flaky(cfg, **kw):
+        if cfg.method.name == "selective_backprop":
+            raise RuntimeError("boom")
+        return run(cfg, **kw)
+
+    rows = run_suite(mini_suite(seeds=[0]), tmp_path, run_fn=flaky)
+    assert [r["label"] for r in rows] == ["full"]  # rs@sb cannot match a failed target
+    failed = [r for r in read_results(tmp_path) if r["status"] == "failed"]
+    assert {r["label"] for r in failed} == {"selective_backprop", "rs@sb"}
+    assert "boom" in failed[0]["error"]
+
+
+def test_shipped_suites_validate():
+    for name in ("smoke", "cpu", "gpu"):
+        s = load_suite(name)
+        assert s.cells()
+
+
+def test_smoke_suite_end_to_end_with_report(tmp_path):
+    suite = load_suite("smoke")
+    rows = run_suite(suite, tmp_path)
+    assert len(rows) == len(suite.cells())
+    from datadiet.bench.report import write_report
+
+    md, html = write_report(tmp_path)
+    text = md.read_text()
+    for label in ("full", "random_subset", "selective_backprop", "random_skip@selective_backprop", "infobatch"):
+        assert label in text
+    assert "<svg" in html.read_text()

@@ -1,0 +1,167 @@
+"""Every bad input gets a message that names the problem and the fix, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from datadiet.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def train_error(capsys, tmp_path, *overrides: str, config: str | None = TINY) -> str:
+    """Run ``datadiet train`` with ``overrides``; assert exit 2 and a clean message; return stderr."""
+    argv = ["train", "-q", "--out", str(tmp_path / "runs")]
+    if config is not None:
+        argv += ["--config", config]
+    if overrides:
+        argv += ["--set", *overrides]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") or "\nerror: " in err, err
+    assert "Traceback" not in err
+    return err
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_unknown_dataset_lists_known_ones(capsys, tmp_path):
+    err = train_error(capsys, tmp_path, "data.name=rotten_tomatos")
+    assert "unknown dataset 'rotten_tomatos'" in err
+    assert "Did you mean 'rotten_tomatoes'" in err
+    for name in ("austen", "fine_foods", "health_tweets", "news_outlets"):
+        assert name in err
+    assert "CSV" in err  # the other ways to name data
+
+
+def test_unknown_model_lists_known_ones(capsys, tmp_path):
+    err = train_error(capsys, tmp_path, "model.name=tiny-bertt")
+    assert "unknown model 'tiny-bertt'" in err and "Did you mean 'tiny-bert'" in err
+    for name in ("minilm", "smollm2-135m", "tiny-gpt2"):
+        assert name in err
+
+
+def test_unknown_method_lists_known_ones(capsys, tmp_path):
+    err = train_error(capsys, tmp_path, "method.name=random_skipp")
+    assert "unknown method 'random_skipp'" in err and "Did you mean 'random_skip'" in err
+    for name in ("full", "random_subset"):
+        assert name in err
+
+
+def test_unknown_method_parameter_lists_its_parameters(capsys, tmp_path):
+    err = train_error(capsys, tmp_path, "method.name=random_skip", "method.params.rat=0.3")
+    assert "no parameter 'rat'" in err and "Did you mean 'rate'" in err
+
+
+def test_unknown_config_key_suggests_nearest(capsys, tmp_path):
+    err = train_error(capsys, tmp_path, "train.lrr=1e-4")
+    assert "unknown config key 'train.lrr'" in err and "Did you mean 'lr'" in err
+
+
+def test_unknown_section_suggests_nearest(capsys, tmp_path):
+    err = train_error(capsys, tmp_path, "trian.lr=1e-4")
+    assert "unknown config key 'trian'" in err and "Did you mean 'train'" in err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=0", "train.epochs must be >= 1, got 0"),
+        ("train.lr=0", "train.lr must be > 0"),
+        ("train.batch_size=many", "train.batch_size must be an integer"),
+        ("train.schedule=cosine", "train.schedule"),
+        ("method.params=3", "method.params must be a mapping"),
+        ("data.name=123", "data.name must be a name or a path"),
+    ],
+)
+def test_bad_values(override, message, capsys, tmp_path):
+    assert message in train_error(capsys, tmp_path, override)
+
+
+def test_bad_override_syntax(capsys, tmp_path):
+    assert "must look like key=value" in train_error(capsys, tmp_path, "train.lr")
+
+
+def test_csv_missing_text_column_lists_columns(capsys, tmp_path):
+    csv = write(tmp_path, "reviews.csv", "review,label\ngood film,1\nbad film,0\nfine film,1\nawful film,0\n")
+    err = train_error(capsys, tmp_path, f"data.name={csv}", "model.name=tiny-bert")
+    assert "no text column 'text'" in err
+    assert "Columns found: review, label" in err
+    assert "data.text_column=" in err
+
+
+def test_csv_header_only_is_empty(capsys, tmp_path):
+    csv = write(tmp_path, "empty.csv", "text,label\n")
+    err = train_error(capsys, tmp_path, f"data.name={csv}", "model.name=tiny-bert")
+    assert "is empty (0 rows)" in err
+
+
+def test_csv_zero_bytes(capsys, tmp_path):
+    csv = write(tmp_path, "nothing.csv", "")
+    err = train_error(capsys, tmp_path, f"data.name={csv}", "model.name=tiny-bert")
+    assert "is empty" in err
+
+
+def test_malformed_csv(capsys, tmp_path):
+    csv = write(tmp_path, "broken.csv", 'text,label\n"an unclosed quote,1\n')
+    err = train_error(capsys, tmp_path, f"data.name={csv}", "model.name=tiny-bert")
+    assert "could not read" in err and "quoting" in err
+
+
+def test_label_column_with_one_class(capsys, tmp_path):
+    rows = "".join(f"review number {i},pos\n" for i in range(20))
+    csv = write(tmp_path, "one.csv", "text,label\n" + rows)
+    err = train_error(capsys, tmp_path, f"data.name={csv}", "model.name=tiny-bert")
+    assert "only one class ('pos')" in err and "at least two" in err
+
+
+def test_data_file_that_does_not_exist(capsys, tmp_path):
+    err = train_error(capsys, tmp_path, f"data.name={tmp_path / 'nope.csv'}", "model.name=tiny-bert")
+    assert "does not exist" in err
+
+
+def test_config_file_that_does_not_exist(capsys, tmp_path):
+    err = train_error(capsys, tmp_path, config=str(tmp_path / "missing.yaml"))
+    assert "missing.yaml" in err and "does not exist" in err and "configs/" in err
+
+
+def test_config_file_with_unknown_key(capsys, tmp_path):
+    cfg = write(tmp_path, "bad.yaml", "data:\n  name: rotten_tomatoes\n  max_trian: 10\n")
+    err = train_error(capsys, tmp_path, config=cfg)
+    assert "unknown config key 'data.max_trian'" in err and "Did you mean 'max_train'" in err
+
+
+def test_config_file_that_is_not_yaml(capsys, tmp_path):
+    cfg = write(tmp_path, "bad.yaml", "data: [unclosed\n")
+    assert "not valid YAML" in train_error(capsys, tmp_path, config=cfg)
+
+
+def test_run_folder_with_finished_run_is_refused(capsys, tmp_path):
+    run_dir = tmp_path / "runs" / "done"
+    run_dir.mkdir(parents=True)
+    finished = {"status": "finished", "metric": "accuracy", "value": 0.9}
+    (run_dir / "record.json").write_text(json.dumps(finished))
+    err = train_error(capsys, tmp_path, "run_name=done")
+    assert "already holds a finished run" in err and "--overwrite" in err
+    assert json.loads((run_dir / "record.json").read_text()) == finished
+    assert list(run_dir.iterdir()) == [run_dir / "record.json"]
+
+
+def test_demo_bad_value(capsys, tmp_path):
+    code = main(["demo", "--model", "tiny-bert", "--epochs", "0", "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.epochs must be >= 1" in err and "Traceback" not in err

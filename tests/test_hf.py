@@ -1,0 +1,358 @@
+"""The Hugging Face Trainer front end: same engine, same results as the plain loop, ids kept."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from torch.utils.data import SequentialSampler  # noqa: E402
+from transformers import TrainerCallback, TrainingArguments  # noqa: E402
+
+from datadiet.data.collate import Collator, TokenizedSplit  # noqa: E402
+from datadiet.data.types import TextSplit  # noqa: E402
+from datadiet.engine import StepEngine  # noqa: E402
+from datadiet.errors import DataDietError  # noqa: E402
+from datadiet.integrations.hf import LEFTOVER_REASON, DataDietTrainer  # noqa: E402
+from datadiet.loop import fit  # noqa: E402
+from datadiet.models.tiny import tiny_model  # noqa: E402
+from datadiet.online.base import Decision, OnlineFilter  # noqa: E402
+from datadiet.online.random_skip import RandomSkip  # noqa: E402
+
+from conftest import planted_texts  # noqa: E402
+
+BS = 8
+LR = 1e-3
+
+
+# ---------------------------------------------------------------------- helpers
+class SkipAll(OnlineFilter):
+    stage = "pre_forward"
+    reason = "skip_all"
+
+    def decide(self, batch, losses):
+        return Decision(keep=torch.zeros(len(batch), dtype=torch.bool))
+
+
+class SkipIds(OnlineFilter):
+    """Skips a fixed set of example ids (deterministic buffer patterns)."""
+
+    stage = "pre_forward"
+    reason = "skip_ids"
+
+    def __init__(self, ids):
+        self.ids = {int(i) for i in ids}
+
+    def decide(self, batch, losses):
+        return Decision(keep=torch.tensor([int(i) not in self.ids for i in batch.ids]))
+
+
+class Recorder(OnlineFilter):
+    """Keeps everything; records the ids it is shown, per epoch, and the trained ids."""
+
+    stage = "pre_forward"
+    reason = "recorder"
+
+    def __init__(self):
+        self.epoch = 0
+        self.seen: dict[int, list[int]] = {}
+        self.trained: list[int] = []
+
+    def on_epoch_start(self, epoch):
+        self.epoch = epoch
+
+    def decide(self, batch, losses):
+        self.seen.setdefault(self.epoch, []).extend(int(i) for i in batch.ids)
+        return Decision(keep=torch.ones(len(batch), dtype=torch.bool))
+
+    def observe(self, batch, losses, *, trained):
+        if trained:
+            self.trained.extend(int(i) for i in batch.ids)
+
+
+class SeqTrainer(DataDietTrainer):
+    """Sequential data order, so the Trainer sees the batches the plain loop (shuffle=False) sees."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+
+def make_split(n=64):
+    texts, labels = planted_texts(n)
+    return TextSplit(ids=np.arange(100, 100 + n), texts=texts, labels=labels)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_model("tiny-bert", num_labels=2, seed=0)[1]
+
+
+@pytest.fixture(scope="module")
+def ds(tok):
+    return TokenizedSplit(make_split(64), tok, max_length=32)
+
+
+def make_args(tmp_path, **over):
+    kw = dict(
+        output_dir=str(tmp_path), per_device_train_batch_size=BS, per_device_eval_batch_size=16,
+        num_train_epochs=1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=1.0, optim="adamw_torch_fused", report_to=[], save_strategy="no", logging_strategy="no",
+        use_cpu=True, seed=0, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    kw.update(over)
+    return TrainingArguments(**kw)
+
+
+def run_trainer(tmp_path, ds, tok, filters=(), trainer_cls=SeqTrainer, collator=None, **args):
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    trainer = trainer_cls(
+        model=model, args=make_args(tmp_path, **args), train_dataset=ds,
+        data_collator=collator or Collator(pad_token_id=tok.pad_token_id), processing_class=tok, filters=filters,
+    )
+    trainer.train()
+    return trainer
+
+
+def run_loop(ds, tok, filters=(), epochs=1):
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    engine = StepEngine(task="classification", batch_size=BS, filters=filters, pad_token_id=tok.pad_token_id)
+    fit(model, ds, engine=engine, collator=Collator(pad_token_id=tok.pad_token_id), epochs=epochs, lr=LR,
+        weight_decay=0.0, warmup=0.0, schedule="constant", max_grad_norm=1.0, fused_adamw=True, seed=0,
+        shuffle=False)
+    return model, engine
+
+
+def assert_same_params(a, b):
+    sa, sb = dict(a.named_parameters()), dict(b.named_parameters())
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        # Exact: both front ends build the same loss graph on the same batches, clip with the same
+        # clip_grad_norm_ and step the same fused AdamW kernel, so the results agree to the last bit.
+        torch.testing.assert_close(sa[name].detach(), sb[name].detach(), rtol=0, atol=0, msg=name)
+
+
+COUNT_KEYS = ("examples_seen", "examples_forwarded", "examples_backpropagated", "optimizer_steps", "skipped")
+
+
+def counts(engine):
+    s = engine.summary()
+    return {k: s[k] for k in COUNT_KEYS}
+
+
+# ---------------------------------------------------------------------- equivalence with the plain loop
+def test_trainer_matches_plain_loop_without_filters(tmp_path, ds, tok):
+    trainer = run_trainer(tmp_path, ds, tok)
+    model, engine = run_loop(ds, tok)
+    assert_same_params(trainer.model, model)
+    assert counts(trainer.datadiet_engine) == counts(engine)
+    assert engine.counts.optimizer_steps == 64 // BS
+    assert trainer.state.global_step == 64 // BS
+
+
+@pytest.mark.parametrize("make_filter", [
+    lambda: RandomSkip(rate=0.5, seed=3),
+    # 100..102 skipped: 5 kept are carried through every batch; the last incoming batch completes a
+    # full batch *and* leaves 5, so the end of training needs one extra optimizer step.
+    lambda: SkipIds([100, 101, 102]),
+    # the last incoming batch is skipped whole: the end of training trains the 5 leftover examples alone.
+    lambda: SkipIds([100, 101, 102, *range(156, 164)]),
+], ids=["random_skip", "final_flush_two_batches", "final_flush_one_batch"])
+def test_trainer_matches_plain_loop_with_filter(tmp_path, ds, tok, make_filter):
+    trainer = run_trainer(tmp_path, ds, tok, filters=[make_filter()])
+    model, engine = run_loop(ds, tok, filters=[make_filter()])
+    c = counts(engine)
+    assert counts(trainer.datadiet_engine) == c
+    assert sum(c["skipped"].values()) > 0 and c["examples_backpropagated"] < 64
+    assert c["examples_seen"] == 64
+    assert c["examples_backpropagated"] + sum(c["skipped"].values()) == 64
+    assert_same_params(trainer.model, model)
+    assert trainer.datadiet_engine.buffered == 0
+
+
+@pytest.mark.parametrize("optim", ["adamw_torch_fused", "adamw_torch"])
+def test_skipping_everything_changes_nothing(tmp_path, ds, tok, optim):
+    before = {n: p.detach().clone() for n, p in tiny_model("tiny-bert", num_labels=2, seed=0)[0].named_parameters()}
+    trainer = run_trainer(tmp_path, ds, tok, filters=[SkipAll()], optim=optim, max_grad_norm=1.0)
+    for n, p in trainer.model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=0, msg=n)
+        assert p.grad is None
+    e = trainer.datadiet_engine
+    assert trainer.state.global_step == 64 // BS  # the Trainer stepped, on no gradients
+    assert e.counts.optimizer_steps == 0
+    assert e.counts.examples_backpropagated == 0 and e.counts.examples_forwarded == 0
+    assert e.skipped() == {"skip_all": 64}
+    # AdamW never created state (moments, step counters) for any parameter.
+    assert all(len(s) == 0 for s in trainer.optimizer.state.values())
+
+
+# ---------------------------------------------------------------------- ids through the Trainer
+def _hf_dataset(tok, n=64):
+    datasets = pytest.importorskip("datasets")
+    split = make_split(n)
+    enc = tok(split.texts, truncation=True, max_length=32)
+    return datasets.Dataset.from_dict({
+        "input_ids": enc["input_ids"], "labels": split.labels.tolist(), "example_id": split.ids.tolist(),
+        "text": split.texts,  # not a model input: removed by remove_unused_columns
+    })
+
+
+@pytest.mark.parametrize("kind", ["datasets", "tokenized_split"])
+def test_ids_survive_the_trainer(tmp_path, ds, tok, kind):
+    from transformers import DataCollatorWithPadding
+
+    from datadiet.integrations.hf import DataDietTrainer as Plain  # random order: ids must survive shuffling
+
+    if kind == "datasets":
+        train, collator = _hf_dataset(tok), DataCollatorWithPadding(tok)
+    else:
+        train, collator = ds, None
+    rec = Recorder()
+    trainer = run_trainer(tmp_path, train, tok, filters=[rec], trainer_cls=Plain, collator=collator,
+                          num_train_epochs=2)
+    want = list(range(100, 164))
+    assert sorted(rec.seen) == [0, 1]
+    for epoch in (0, 1):
+        assert sorted(rec.seen[epoch]) == want
+    assert rec.seen[0] != want  # the Trainer shuffled
+    assert sorted(rec.trained) == sorted(want * 2)
+    assert trainer.datadiet_engine.counts.optimizer_steps == 2 * 64 // BS
+
+
+def test_carry_over_between_epochs(tmp_path, tok):
+    # 20 examples, batches of 8, 8, 4; 3 skipped per epoch: 17 kept per epoch, 34 in all.
+    ds20 = TokenizedSplit(make_split(20), tok, max_length=32)
+    rec = Recorder()
+    trainer = run_trainer(tmp_path, ds20, tok, filters=[SkipIds([100, 109, 118]), rec], num_train_epochs=2)
+    e = trainer.datadiet_engine
+    assert trainer.state.global_step == 6
+    assert e.counts.examples_seen == 40
+    assert e.skipped() == {"skip_ids": 6}
+    # leftovers are carried over (not trained at the epoch end): 34 kept = 4 full batches + 2 flushed at the end.
+    assert e.counts.examples_backpropagated == 34
+    assert e.counts.optimizer_steps == math.ceil(34 / BS) == 5
+    assert e.buffered == 0
+    assert sorted(rec.trained) == sorted([i for i in range(100, 120) if i not in (100, 109, 118)] * 2)
+
+
+def test_leftover_dropped_and_counted_when_training_stops_early(tmp_path, ds, tok):
+    class StopAfterTwo(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= 2:
+                control.should_training_stop = True
+
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    trainer = SeqTrainer(model=model, args=make_args(tmp_path), train_dataset=ds,
+                         data_collator=Collator(pad_token_id=0), processing_class=tok,
+                         filters=[SkipIds([100, 101, 102])], callbacks=[StopAfterTwo()])
+    trainer.train()
+    e = trainer.datadiet_engine
+    assert trainer.state.global_step == 2
+    # batch 1: 5 kept, buffered; batch 2: 5 + 8 -> one training batch, 5 left over and dropped.
+    assert e.counts.optimizer_steps == 1 and e.counts.examples_backpropagated == 8
+    assert e.skipped() == {"skip_ids": 3, LEFTOVER_REASON: 5}
+    assert e.buffered == 0
+
+
+# ---------------------------------------------------------------------- clear errors
+@pytest.fixture
+def trainer(tmp_path, ds, tok):
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    return DataDietTrainer(model=model, args=make_args(tmp_path), train_dataset=ds,
+                           data_collator=Collator(pad_token_id=0), processing_class=tok, filters=[RandomSkip()])
+
+
+def test_packed_batch_is_refused(trainer):
+    pos = torch.cat([torch.arange(10), torch.arange(6)])[None]
+    packed = {"input_ids": torch.ones(1, 16, dtype=torch.long), "position_ids": pos,
+              "labels": torch.tensor([0]), "example_id": torch.tensor([1])}
+    with pytest.raises(DataDietError, match="packed / padding-free.*padding collator"):
+        trainer.training_step(trainer.model, packed)
+    flat = {"input_ids": torch.ones(1, 16, dtype=torch.long), "cu_seq_lens_q": torch.tensor([0, 10, 16]),
+            "example_id": torch.tensor([1])}
+    with pytest.raises(DataDietError, match="cu_seq_lens_q.*packing=False"):
+        trainer.training_step(trainer.model, flat)
+    assert trainer.datadiet_engine.counts.examples_seen == 0
+
+
+def test_missing_id_column_is_explained(tmp_path, ds, tok, trainer):
+    batch = Collator(pad_token_id=0)([ds[i] for i in range(BS)])
+    del batch["example_id"]
+    with pytest.raises(DataDietError, match="no 'example_id' column.*remove_unused_columns.*add_column"):
+        trainer.training_step(trainer.model, batch)
+    # end to end: a dataset without ids
+    datasets = pytest.importorskip("datasets")
+    no_ids = datasets.Dataset.from_dict({"input_ids": [f["input_ids"] for f in ds.features],
+                                         "labels": [f["labels"] for f in ds.features]})
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    t = DataDietTrainer(model=model, args=make_args(tmp_path), train_dataset=no_ids, processing_class=tok,
+                        filters=[RandomSkip()])
+    with pytest.raises(DataDietError, match="no 'example_id' column"):
+        t.train()
+
+
+def test_unsupported_settings_are_refused(tmp_path, ds, tok):
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    with pytest.raises(DataDietError, match="label_smoothing_factor"):
+        DataDietTrainer(model=model, args=make_args(tmp_path, label_smoothing_factor=0.1), train_dataset=ds,
+                        processing_class=tok)
+
+
+# ---------------------------------------------------------------------- evaluation and logs
+def test_evaluate_and_logs(tmp_path, ds, tok):
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    trainer = SeqTrainer(model=model, args=make_args(tmp_path, logging_strategy="steps", logging_steps=4),
+                         train_dataset=ds, eval_dataset=ds, data_collator=Collator(pad_token_id=0),
+                         processing_class=tok, filters=[RandomSkip(rate=0.5, seed=3)])
+    # Before training the mixin's evaluation equals the model's own loss on the same data.
+    metrics = trainer.evaluate()
+    batch = Collator(pad_token_id=0)([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        ref = model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           labels=batch["labels"]).loss
+    assert metrics["eval_loss"] == pytest.approx(float(ref), rel=1e-5)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"])
+    pred = trainer.predict(ds)
+    assert pred.predictions.shape == (64, 2)
+    assert (pred.label_ids == ds.labels).all()
+    logged = [h for h in trainer.state.log_history if "datadiet/examples_seen" in h]
+    assert logged and logged[-1]["datadiet/examples_seen"] == 64
+    assert logged[-1]["datadiet/optimizer_steps"] == trainer.datadiet_engine.counts.optimizer_steps
+    assert logged[-1]["datadiet/skipped/random_skip"] == trainer.datadiet_engine.skipped()["random_skip"]
+    assert any("datadiet/train_batch_loss" in h for h in logged)
+
+
+def test_integrations_package_is_import_light():
+    code = "import sys, datadiet.integrations as m; assert 'transformers' not in sys.modules; print(m.__all__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_causal_lm_with_gradient_accumulation(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from transformers import DataCollatorForLanguageModeling
+
+    model, tok = tiny_model("tiny-gpt2", seed=0)
+    texts, _ = planted_texts(40)
+    enc = tok(texts, truncation=True, max_length=32)
+    data = datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "example_id": list(range(40))})
+    trainer = DataDietTrainer(
+        model=model, args=make_args(tmp_path, gradient_accumulation_steps=2, num_train_epochs=2),
+        train_dataset=data, eval_dataset=data, data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+        processing_class=tok, task="causal_lm", filters=[RandomSkip(rate=0.3, seed=1)],
+    )
+    trainer.train()
+    e = trainer.datadiet_engine
+    assert e.counts.examples_seen == 80
+    assert e.counts.examples_backpropagated + e.skipped()["random_skip"] == 80
+    assert e.buffered == 0
+    assert trainer.state.global_step == 2 * math.ceil(5 / 2)
+    assert 0 < e.counts.optimizer_steps <= trainer.state.global_step + 1
+    assert math.isfinite(trainer.evaluate()["eval_loss"])
