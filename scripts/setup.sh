@@ -12,7 +12,10 @@ if [[ -f $STAMP && $STAMP -nt pyproject.toml && $STAMP -nt constraints.txt && $S
 fi
 echo "[setup] creating $VENV and installing (about 1-2 minutes on a fresh machine)" >&2
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+pip_q() {  # quiet pip; drops this machine kind's harmless "Location ... is ignored" index warnings
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+}
+PIP=pip_q
 # torch first, pinned, so nothing later resolves a CUDA build.
 $PIP install -c constraints.txt "torch==2.13.0"
 $PIP install -c constraints.txt -e ".[all]"

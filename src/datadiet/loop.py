@@ -110,7 +110,8 @@ def fit(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=planned_examples, unit="ex", desc="train", leave=False, dynamic_ncols=True)
+        # disable=None: no bar when stderr is not a terminal (logs stay readable).
+        bar = tqdm(total=planned_examples, unit="ex", desc="train", leave=False, dynamic_ncols=True, disable=None)
     model.train()
     next_eval = eval_every
     t_start = time.perf_counter()
