@@ -300,7 +300,7 @@ def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
         ("method label", lambda s: s["label"]),
         ("seeds", lambda s: str(s["n_seeds"])),
         (f"{m} median {arrow} ({_direction(metric)})", lambda s: _fmt(s["median"], 4)),
-        ("min – max", lambda s: f"{_fmt(s['min'], 4)} – {_fmt(s['max'], 4)}"),
+        ("min – max", lambda s: DASH if s["min"] is None else f"{_fmt(s['min'], 4)} – {_fmt(s['max'], 4)}"),
         ("IQR", lambda s: _fmt(s["iqr"], 4)),
         *([("macro-F1 median", lambda s: _fmt(s["median_macro_f1"], 4))] if f1 else []),
         ("wall-clock s median", lambda s: _fmt(s["median_wall_clock_s"], 1)),
@@ -353,7 +353,8 @@ HOW_TO_READ = [
 
 
 def _section_title(suite: Any, dataset: Any, multi_suite: bool) -> str:
-    return f"{dataset} ({suite})" if multi_suite else str(dataset)
+    name = "(no dataset)" if dataset is None else str(dataset)
+    return f"{name} ({suite})" if multi_suite else name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -436,7 +437,7 @@ class _Scale:
     """Maps data values to pixels; linear or log10, with 'nice' ticks."""
 
     def __init__(self, values: Sequence[float], p0: float, p1: float, *, log: bool = False,
-                 fixed: tuple[float, float] | None = None, pad: float = 0.06):
+                 fixed: tuple[float, float] | None = None, pad: float = 0.08):
         self.log = log and all(v > 0 for v in values) and bool(values)
         vs = [math.log10(v) for v in values] if self.log else list(values)
         if fixed is not None:
@@ -459,13 +460,22 @@ class _Scale:
     def ticks(self, n: int = 5) -> list[tuple[float, str]]:
         if self.log:
             return self._log_ticks()
-        step = _nice_step((self.hi - self.lo) / n)
-        start = math.ceil(self.lo / step - 1e-9) * step
+        out: list[tuple[float, str]] = []
+        for target in (n, n + 2, n + 5):  # at least 3 labelled ticks where possible
+            out = self._linear_ticks(self.lo, self.hi, target)
+            if len(out) >= 3:
+                break
+        return out
+
+    @staticmethod
+    def _linear_ticks(lo: float, hi: float, n: int) -> list[tuple[float, str]]:
+        step = _nice_step((hi - lo) / n)
+        start = math.ceil(lo / step - 1e-9) * step
         out = []
         k = 0
         while True:
             v = start + k * step
-            if v > self.hi + 1e-9 * step:
+            if v > hi + 1e-9 * step:
                 break
             v = 0.0 if abs(v) < step * 1e-9 else v
             out.append((v, _tick_label(v, step)))
@@ -474,26 +484,21 @@ class _Scale:
 
     def _log_ticks(self) -> list[tuple[float, str]]:
         lo, hi = self.lo, self.hi
-        for mults in ((1, 2, 5), (1, 3), (1,)):
+        best: list[tuple[float, str]] = []
+        for mults in ((1, 2, 3, 5), (1, 2, 5), (1, 3), (1,)):
             out = []
             for e in range(math.floor(lo) - 1, math.ceil(hi) + 1):
                 for m in mults:
                     v = m * 10.0 ** e
                     if lo - 1e-9 <= math.log10(v) <= hi + 1e-9:
-                        out.append((v, _tick_label(v, v / 10)))
+                        out.append((v, _tick_label(v, v)))
             if len(out) <= 8:
-                return out if len(out) >= 2 else out + self._linear_in_log()
-        return out
-
-    def _linear_in_log(self) -> list[tuple[float, str]]:
-        a, b = 10 ** self.lo, 10 ** self.hi
-        step = _nice_step((b - a) / 4)
-        out = []
-        v = math.ceil(a / step) * step
-        while v <= b:
-            out.append((v, _tick_label(v, step)))
-            v += step
-        return out
+                best = out
+                break
+        if len(best) >= 3:
+            return best
+        # a narrow log range (< a decade or so): ordinary ticks placed on the log axis
+        return [t for t in self._linear_ticks(10 ** lo, 10 ** hi, 5) if t[0] > 0]
 
 
 def _nice_step(raw: float) -> float:
@@ -536,7 +541,7 @@ def _svg(
     ylog: bool = False,
     yfixed: tuple[float, float] | None = None,
     kind: str = "",
-    width: int = 680,
+    width: int = 700,
     height: int = 380,
 ) -> str:
     """An inline SVG scatter/line plot.
@@ -544,7 +549,7 @@ def _svg(
     points: {x, y, color, r, tip, median: bool}; lines: {xy: [(x, y)], color, tip, width, dash};
     hlines: {y, color, text}. All text is escaped here.
     """
-    leg_w = 200 if legend else 16
+    leg_w = 232 if legend else 16
     left, right, top, bottom = 70, width - leg_w, 40, height - 54
     xs = [p["x"] for p in points] + [x for ln in lines for x, _ in ln["xy"]]
     ys = [p["y"] for p in points] + [y for ln in lines for _, y in ln["xy"]] + [h["y"] for h in hlines]
@@ -557,7 +562,7 @@ def _svg(
          f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
          f'<text x="{left}" y="22" font-size="14" font-weight="600" fill="#111">{_E(_trunc(title, 80))}</text>']
     # grid + ticks
-    for v, t in sx.ticks(6 if not legend else 5):
+    for v, t in sx.ticks(6):
         px = sx(v)
         o.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#e6e6e6"/>')
         o.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 5}" stroke="#444"/>')
@@ -599,7 +604,7 @@ def _svg(
                      f'fill-opacity="0.55" stroke="{p["color"]}" stroke-width="1"><title>{_E(p["tip"])}</title></circle>')
     if legend:
         lx = right + 16
-        o.append(f'<g class="legend" font-size="11" fill="#222">')
+        o.append('<g class="legend" font-size="11" fill="#222">')
         ly = top + 6
         max_items = max(1, int((bottom - top) // 17))
         for i, (label, color, marker) in enumerate(legend[:max_items]):
@@ -612,7 +617,7 @@ def _svg(
             else:
                 sw = (f'<path d="M{lx + 7},{y - 6:.1f} L{lx + 13},{y:.1f} L{lx + 7},{y + 6:.1f} L{lx + 1},{y:.1f} Z" '
                       f'fill="{color}"/>')
-            o.append(f'<g>{sw}<text x="{lx + 20}" y="{y + 4:.1f}">{_E(_trunc(label, 27))}</text>'
+            o.append(f'<g>{sw}<text x="{lx + 20}" y="{y + 4:.1f}">{_E(_trunc(label, 31))}</text>'
                      f'<title>{_E(label)}</title></g>')
         if len(legend) > max_items:
             o.append(f'<text x="{lx}" y="{ly + max_items * 17 + 4:.1f}" fill="#666">+{len(legend) - max_items} more</text>')
@@ -726,7 +731,7 @@ def _curve_plot(srows, by_label, records, colors, title):
     if not lines:
         return None
     ys = [y for ln in lines for _, y in ln["xy"]]
-    ylog = bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 20
+    ylog = bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 5
     if have_curves:
         return _svg(title=title, xlabel="wall-clock s (selection + training)",
                     ylabel=f"{metric} ({_direction(metric)})", lines=lines,
@@ -740,7 +745,7 @@ def _curve_xy(rec: dict[str, Any] | None, r: dict[str, Any], metric: str) -> tup
     curve = (rec or {}).get("curve") or []
     sel = _num(r.get("selection_s")) or _num(((rec or {}).get("timings") or {}).get("selection_s")) or 0.0
     xy = []
-    for i, c in enumerate(curve):
+    for c in curve:
         if not isinstance(c, dict):
             continue
         y = _num(c.get(metric))
@@ -797,9 +802,10 @@ th, td { border: 1px solid #ddd; padding: 4px 8px; } th { background: #f0f0f0; f
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.ref td { background: #f7f7f7; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
-.plots { display: flex; flex-wrap: wrap; gap: 16px; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; max-width: 1600px; }
 .plots figure { margin: 0; background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 4px; }
-.plots svg { display: block; max-width: 100%; height: auto; }
+.plots svg { display: block; width: 100%; height: auto; }
+td.label { white-space: nowrap; }
 .plots svg .pt:hover, .plots svg .med:hover { stroke: #000; stroke-width: 2; }
 .plots svg .ln:hover { stroke-width: 3; opacity: 1; }
 details { margin: 6px 0 12px; } summary { cursor: pointer; color: #333; font-size: 13px; }
@@ -814,7 +820,7 @@ def _html_table(srows: list[dict[str, Any]], colors: dict[str, str]) -> str:
         cells = []
         for i, (_, f) in enumerate(cols):
             if i == 0:
-                cells.append(f'<td><span class="swatch" style="background:{colors[s["label"]]}"></span>{_E(f(s))}</td>')
+                cells.append(f'<td class="label"><span class="swatch" style="background:{colors[s["label"]]}"></span>{_E(f(s))}</td>')
             else:
                 cells.append(f'<td class="num">{_E(f(s))}</td>')
         cls = ' class="ref"' if s["is_reference"] else ""
@@ -855,12 +861,14 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     n_plots = 0
     if not summary:
         body.append('<p class="note">No finished results.</p>')
-    for (suite, dataset), srows in _by_section(summary).items():
+    sections = _by_section(summary)
+    ids = {key: f"ds{i}-{_slug(*key) if multi else _slug(key[1])}" for i, key in enumerate(sections, 1)}
+    for (suite, dataset), srows in sections.items():
         by_label = groups.get((suite, dataset), {})
         metric = srows[0]["metric"]
         ref = next((s for s in srows if s["is_reference"]), None)
         name = _section_title(suite, dataset, multi)
-        sid = _slug(suite, dataset) if multi else _slug(dataset)
+        sid = ids[(suite, dataset)]
         body.append(f'<section class="dataset" id="{_E(sid)}">')
         body.append(f"<h2>{_E(name)}</h2>")
         model = ", ".join(_uniq(srows, "model")) or DASH
@@ -911,7 +919,7 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     toc = ""
     if len(_by_section(summary)) > 1:
         toc = "<p class=\"note\">Datasets: " + " · ".join(
-            f'<a href="#{_E(_slug(su, d) if multi else _slug(d))}">{_E(_section_title(su, d, multi))}</a>'
+            f'<a href="#{_E(ids[(su, d)])}">{_E(_section_title(su, d, multi))}</a>'
             for su, d in _by_section(summary)) + "</p>"
     script = ("<script>(function(){var b=document.body;b.dataset.rendered='1';"
               "var n=document.querySelectorAll('svg.plot').length;var e=document.getElementById('plot-count');"
@@ -941,7 +949,7 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
 # ----------------------------------------------------------------------------------------------
 
 
-def write_report(dir: str | Path, *, title: str | None = None) -> tuple[Path, Path]:  # noqa: A002 - the brief's name
+def write_report(dir: str | Path, *, title: str | None = None) -> tuple[Path, Path]:
     """Write ``DIR/report.md`` and a self-contained ``DIR/report.html`` from ``DIR/results.jsonl``.
 
     Run records (``DIR/<run_dir>/record.json``) feed the skip-rate and learning-curve plots when

@@ -1,0 +1,171 @@
+"""Benchmark report: loading results.jsonl, the summary numbers, report.md and report.html."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+
+import pytest
+
+from datadiet.bench.report import load_results, summarize, write_report
+
+BOLD = "skip<b>x</b>"
+
+
+def _row(dataset, label, seed, value, wall, bp, fwd, steps, *, method=None, metric="accuracy", f1=None,
+         status="finished", **kw):
+    method = method or label
+    r = {
+        "suite": "unit", "cell": f"{dataset}/{label}/s{seed}", "dataset": dataset, "model": "tiny-bert",
+        "method": method, "label": label, "params": {}, "seed": seed, "metric": metric, "value": value,
+        "macro_f1": f1, "wall_clock_s": wall, "train_s": None if wall is None else wall - 1.0, "selection_s": 1.0, "eval_s": 2.0,
+        "filter_s": 0.1, "examples_seen": fwd, "examples_forwarded": fwd, "examples_backpropagated": bp,
+        "optimizer_steps": steps, "skipped": {}, "n_train": 1000, "n_train_used": 1000, "status": status,
+        "run_dir": f"runs/{dataset}/{label}/s{seed}", "torch": "2.5.1", "threads": 2, "device": "cpu",
+        "finished_at": "2024-11-21T10:00:00",
+    }
+    r.update(kw)
+    return r
+
+
+def build_results(d):
+    """A fixed results.jsonl: rt (full x3, random_skip x3, BOLD x2) and lm (perplexity, no full, 1 seed)."""
+    lines = [
+        _row("rt", "full", 0, 0.80, 100.0, 3000, 3000, 96, f1=0.79),
+        _row("rt", "full", 1, 0.50, 999.0, 10, 10, 1, f1=0.10),  # superseded below
+        _row("rt", "full", 2, 0.82, 90.0, 3000, 3000, 96, f1=0.80),
+        _row("rt", "random_skip", 0, 0.78, 60.0, 2100, 3000, 66),
+        _row("rt", "random_skip", 1, 0.79, 70.0, 2000, 3000, 63),
+        _row("rt", "random_skip", 2, 0.81, 50.0, 2200, 3000, 69),
+        _row("rt", "random_skip", 3, None, None, None, None, None, status="failed", error="RuntimeError: boom"),
+        _row("rt", BOLD, 0, 0.70, 40.0, 1000, 2000, 30, method="random_skip"),
+        _row("rt", BOLD, 1, 0.75, 50.0, 1400, 2000, 44, method="random_skip"),
+        _row("rt", "full", 1, 0.81, 110.0, 3000, 3000, 96, f1=0.81),  # wins over the earlier s1 line
+        _row("rt", "full", 0, None, None, None, None, None, status="failed", error="retry failed"),  # finished s0 stays
+        _row("lm", "random_skip", 0, 31.5, 20.0, 500, 800, 20, metric="perplexity"),
+    ]
+    text = "\n".join(json.dumps(r) for r in lines[:5]) + "\n\n" + "\n".join(json.dumps(r) for r in lines[5:])
+    text += '\n{"suite": "unit", "cell": "rt/full/s'  # truncated last line (run killed mid-write)
+    (d / "results.jsonl").write_text(text)
+    # records: a learning curve for full, a skip history for random_skip (lm has none: missing records)
+    for seed in range(3):
+        rd = d / f"runs/rt/full/s{seed}"
+        rd.mkdir(parents=True)
+        (rd / "record.json").write_text(json.dumps({"curve": [
+            {"optimizer_steps": 32 * k, "train_s": 30.0 * k, "accuracy": 0.6 + 0.07 * k} for k in range(1, 4)],
+            "step_losses": [1.0, 0.8, 0.6], "skip_history": []}))
+        rd = d / f"runs/rt/random_skip/s{seed}"
+        rd.mkdir(parents=True)
+        (rd / "record.json").write_text(json.dumps({"skip_history": [
+            {"batch": 4 * i, "epoch": 0, "seen": 128, "kept": 90, "skip_rate": 0.3} for i in range(1, 6)]}))
+    (d / "runs/rt/random_skip/s2/record.json").write_text('{"curve": [')  # corrupt record: ignored
+    return d
+
+
+def _by(summary, dataset, label):
+    (row,) = [s for s in summary if s["dataset"] == dataset and s["label"] == label]
+    return row
+
+
+def test_load_results_finished_last_line_wins(tmp_path, caplog):
+    build_results(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="datadiet.bench.report"):
+        rows = load_results(tmp_path / "results.jsonl")
+    assert any("truncated" in m for m in caplog.messages)
+    assert all(r["status"] == "finished" for r in rows)
+    cells = [r["cell"] for r in rows]
+    assert len(cells) == len(set(cells)) == 9  # 3 full + 3 random_skip + 2 BOLD + 1 lm
+    assert "rt/random_skip/s3" not in cells  # failed only
+    full1 = [r for r in rows if r["cell"] == "rt/full/s1"][0]
+    assert full1["value"] == 0.81 and full1["wall_clock_s"] == 110.0
+    assert [r for r in rows if r["cell"] == "rt/full/s0"][0]["value"] == 0.80  # a later failure doesn't erase it
+    assert load_results(tmp_path) == rows  # the folder works too
+    with pytest.raises(FileNotFoundError):
+        load_results(tmp_path / "nope.jsonl")
+
+
+def test_summarize_matches_hand_computation(tmp_path):
+    rows = load_results(build_results(tmp_path))
+    before = copy.deepcopy(rows)
+    summary = summarize(rows)
+    assert rows == before  # pure
+
+    full = _by(summary, "rt", "full")
+    # full: values 0.80, 0.81, 0.82; wall-clock 100, 110, 90; backprop 3000 x3
+    assert full["n_seeds"] == 3 and full["is_reference"]
+    assert full["median"] == pytest.approx(0.81)
+    assert (full["min"], full["max"]) == (pytest.approx(0.80), pytest.approx(0.82))
+    assert full["iqr"] == pytest.approx(0.815 - 0.805)
+    assert full["median_wall_clock_s"] == pytest.approx(100.0)
+    assert full["median_macro_f1"] == pytest.approx(0.80)
+    assert full["speedup_vs_full"] == pytest.approx(1.0)
+    assert full["quality_delta_vs_full"] == pytest.approx(0.0)
+
+    rs = _by(summary, "rt", "random_skip")
+    # random_skip: values 0.78, 0.79, 0.81 -> 0.79; wall 60, 70, 50 -> 60; backprop 2100, 2000, 2200 -> 2100
+    assert rs["n_seeds"] == 3  # the failed s3 is not counted
+    assert rs["median"] == pytest.approx(0.79)
+    assert rs["median_wall_clock_s"] == pytest.approx(60.0)
+    assert rs["speedup_vs_full"] == pytest.approx(100.0 / 60.0)
+    assert rs["quality_delta_vs_full"] == pytest.approx(0.79 - 0.81)
+    assert rs["backprop_fraction_vs_full"] == pytest.approx(2100 / 3000)
+    assert rs["forward_fraction_vs_full"] == pytest.approx(3000 / 3000)
+    assert rs["median_optimizer_steps"] == pytest.approx(66)
+    assert rs["median_macro_f1"] is None
+
+    b = _by(summary, "rt", BOLD)
+    # two seeds: medians are the means of the two middle values
+    assert b["median"] == pytest.approx((0.70 + 0.75) / 2)
+    assert b["median_wall_clock_s"] == pytest.approx(45.0)
+    assert b["speedup_vs_full"] == pytest.approx(100.0 / 45.0)
+    assert b["backprop_fraction_vs_full"] == pytest.approx(1200 / 3000)
+    assert b["forward_fraction_vs_full"] == pytest.approx(2000 / 3000)
+
+    lm = _by(summary, "lm", "random_skip")
+    assert lm["metric"] == "perplexity" and lm["higher_is_better"] is False
+    assert lm["n_seeds"] == 1 and lm["median"] == pytest.approx(31.5) and lm["iqr"] is None
+    assert lm["reference"] is None
+    for k in ("speedup_vs_full", "quality_delta_vs_full", "backprop_fraction_vs_full", "forward_fraction_vs_full"):
+        assert lm[k] is None
+    assert [s["label"] for s in summary if s["dataset"] == "rt"] == ["full", "random_skip", BOLD]
+    assert summarize([]) == []
+
+
+def test_write_report_markdown_and_html(tmp_path):
+    md_path, html_path = write_report(build_results(tmp_path))
+    assert (md_path, html_path) == (tmp_path / "report.md", tmp_path / "report.html")
+    md = md_path.read_text()
+    assert "unit" in md and "torch: 2.5.1" in md and "threads: 2" in md and "device: cpu" in md
+    assert "| full | 3 | 0.8100 | 0.8000 – 0.8200 | 0.0100 | 0.8000 | 100.0 | 1.00x | +0.0000 | 1.00 | 1.00 | 96 |" in md
+    assert "| random_skip | 3 | 0.7900 | 0.7800 – 0.8100 | 0.0150 | — | 60.0 | 1.67x | -0.0200 | 0.70 | 1.00 | 66 |" in md
+    assert "| skip\\<b\\>x\\</b\\> | 2 | 0.7250 |" in md and "45.0 | 2.22x | -0.0850 | 0.40 | 0.67 | 37 |" in md
+    assert "perplexity median ↓ (lower is better)" in md
+    assert "| random_skip | 1 | 31.5000 |" in md and "no `full` rows" in md
+    assert "rt/random_skip/s3" in md  # listed as a failed cell
+    assert "rt/full/s0: retry failed" not in md  # s0 finished: not a failed cell
+    assert "0.5000" not in md and "999.0" not in md  # superseded line
+    assert "wall-clock" in md.lower() and "same suite" in md
+
+    page = html_path.read_text()
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"<(script|img|iframe)[^>]*\bsrc=", page) and "<link" not in page and "@import" not in page
+    # rt: quality vs wall-clock, vs backprop, skip rate, learning curves; lm: the first two only (no records)
+    assert page.count("<svg") == 6
+    assert len(re.findall(r'data-kind="skip"', page)) == 1 and len(re.findall(r'data-kind="curve"', page)) == 1
+    assert "skip&lt;b&gt;x&lt;/b&gt;" in page and "<b>x" not in page
+    assert 'id="plot-count">6<' in page
+    assert "0.7900" in page and "1.67x" in page and "2.22x" in page
+    assert page.count("<title>") > 20  # tooltips on the marks
+
+
+def test_write_report_without_finished_rows(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps({"suite": "s", "cell": "a/full/s0", "status": "failed",
+                                                        "error": "x"}) + "\n")
+    md, page = write_report(tmp_path, title="Empty & <odd>")
+    assert "No finished results" in md.read_text()
+    text = page.read_text()
+    assert "Empty &amp; &lt;odd&gt;" in text and text.count("<svg") == 0
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path / "missing")
