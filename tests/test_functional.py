@@ -64,3 +64,16 @@ def test_random_subset_is_seeded_and_round_trips(tmp_path):
     assert np.array_equal(c.indices, a.indices) and c.params == {"fraction": 0.3, "seed": 1} and c.n_total == 100
     with pytest.raises(ValueError, match="fraction must be"):
         random_subset(ids, fraction=0.0, seed=0)
+
+
+def test_core_imports_no_heavy_optional_package():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, datadiet, datadiet.loop, datadiet.engine, datadiet.registry, datadiet.runner, "
+        "datadiet.bench.harness, datadiet.bench.suite, datadiet.bench.report, datadiet.integrations\n"
+        "heavy = [m for m in ('transformers', 'datasets', 'accelerate', 'sklearn', 'scipy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,7 +10,11 @@ Per incoming batch of ``B`` examples the engine:
    nothing;
 2. if there are *post-forward* filters, forwards the surviving examples once without grad (in eval
    mode by default, see ``scoring_mode``) to get their per-example losses and lets those filters
-   decide; skipped examples cost that forward;
+   decide; skipped examples cost that forward. Every filter (pre and post) is then shown these
+   losses through ``observe(..., trained=False)``. When no post filter needs the scoring forward
+   for this batch (:meth:`~datadiet.online.base.OnlineFilter.needs_scoring_forward` returns
+   ``False`` for all of them, e.g. a loss-threshold warm-up), it is not run: the batch is kept
+   whole and the filters get its losses from the training forward only;
 3. puts the kept examples (with their loss weights) in a buffer and, whenever the buffer holds
    ``B`` examples, emits a full-sized training batch, which the front end forwards with grad,
    backpropagates and steps on. ``flush()`` at the end of an epoch emits the remainder.
@@ -182,7 +186,10 @@ class StepEngine:
         if self.filters:
             view = self._view(batch)
             keep, weight = self._apply(self.pre, view, None, keep, weight)
-            if self.post and bool(keep.any()):
+            # A post filter may waive the scoring forward for a batch (``needs_scoring_forward``,
+            # e.g. a loss-threshold warm-up that trains on everything): when none needs it, the
+            # batch is kept whole and the filters get its losses from the training forward.
+            if self.post and bool(keep.any()) and any(f.needs_scoring_forward() for f in self.post):
                 sub = _select(batch, keep) if not bool(keep.all()) else batch
                 was_training = model.training
                 model.train(self.scoring_mode == "train")
@@ -198,9 +205,10 @@ class StepEngine:
                 losses = torch.full((n,), float("nan"))
                 losses[keep] = sub_losses
                 keep, weight = self._apply(self.post, view, losses, keep, weight)
-                for f in self.post:
-                    mask = ~torch.isnan(losses)
-                    f.observe(_view_select(view, mask), losses[mask], trained=False)
+                mask = ~torch.isnan(losses)
+                scored = _view_select(view, mask)
+                for f in self.filters:  # pre filters too: they let these examples through
+                    f.observe(scored, losses[mask], trained=False)
         self.timings["filter_s"] += time.perf_counter() - t0
         kept = int(keep.sum())
         row["kept"] = kept

@@ -47,7 +47,8 @@ class Plan:
 
 
 class Method:
-    """Base class. ``mechanism``: ``none`` | ``prune`` | ``skip_pre_forward`` | ``skip_post_forward``."""
+    """Base class. ``mechanism``: ``none`` | ``prune`` | ``skip_pre_forward`` | ``skip_post_forward`` |
+    ``skip_pre_and_post_forward`` (a pre-forward and a post-forward filter together)."""
 
     name: ClassVar[str] = "method"
     mechanism: ClassVar[str] = "none"

@@ -8,6 +8,8 @@ from typing import Any
 from .errors import ConfigError, suggest, unknown_name
 from .method import Full
 from .online.infobatch import InfoBatchMethod
+from .online.loss_threshold import LossThresholdMethod
+from .online.multistage import MultistageMethod
 from .online.random_skip import RandomSkipMethod
 from .online.selective_backprop import SelectiveBackpropMethod
 from .selection.random_subset import RandomSubset
@@ -18,6 +20,8 @@ METHODS: dict[str, type] = {
     "random_skip": RandomSkipMethod,
     "selective_backprop": SelectiveBackpropMethod,
     "infobatch": InfoBatchMethod,
+    "loss_threshold": LossThresholdMethod,
+    "multistage": MultistageMethod,
 }
 
 

@@ -2,7 +2,10 @@
 
 from .base import BatchView, Decision, OnlineFilter
 from .infobatch import InfoBatch
+from .loss_threshold import LossThreshold
+from .meta_predictor import BernoulliNaiveBayes, MetaPredictor
 from .random_skip import RandomSkip
 from .selective_backprop import SelectiveBackprop
 
-__all__ = ["BatchView", "Decision", "OnlineFilter", "RandomSkip", "InfoBatch", "SelectiveBackprop"]
+__all__ = ["BatchView", "Decision", "OnlineFilter", "RandomSkip", "InfoBatch", "SelectiveBackprop",
+           "LossThreshold", "MetaPredictor", "BernoulliNaiveBayes"]

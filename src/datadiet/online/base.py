@@ -65,6 +65,17 @@ class OnlineFilter:
     def decide(self, batch: BatchView, losses: torch.Tensor | None) -> Decision:  # pragma: no cover
         raise NotImplementedError
 
+    def needs_scoring_forward(self) -> bool:
+        """Post-forward filters: whether the next incoming batch needs the no-grad scoring forward.
+
+        Asked by the engine before it scores a batch; when every post-forward filter answers
+        ``False`` the scoring forward is not run, every example of the batch is kept (``decide``
+        is not called) and the filters see its losses only through ``observe(..., trained=True)``
+        from the training forward. Default ``True``. Returning ``False`` suits a warm-up that
+        trains on everything and only records losses (:class:`~datadiet.online.loss_threshold.LossThreshold`).
+        """
+        return True
+
     def observe(self, batch: BatchView, losses: torch.Tensor, *, trained: bool) -> None:
         """Loss feedback for examples this filter kept (``trained``: from the grad forward)."""
 
