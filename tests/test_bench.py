@@ -131,3 +131,20 @@ def test_smoke_suite_end_to_end_with_report(tmp_path):
     for label in ("full", "random_subset", "selective_backprop", "random_skip@selective_backprop", "infobatch"):
         assert label in text
     assert "<svg" in html.read_text()
+
+
+def test_rerun_measures_again_and_keeps_the_earlier_result(tmp_path):
+    suite = mini_suite(seeds=[0], methods=["full", {"name": "random_skip", "params": {"rate": 0.5}}])
+    run_suite(suite, tmp_path)
+    before = read_results(tmp_path)
+    calls = []
+    run_suite(suite, tmp_path, rerun=["random_skip"], run_fn=lambda cfg, **kw: calls.append(cfg.method.name) or run(cfg, **kw))
+    assert calls == ["random_skip"]
+    after = read_results(tmp_path)
+    assert after[:2] == before and len(after) == 3 and after[2]["label"] == "random_skip"
+    prev = list((tmp_path / "runs" / "rotten_tomatoes" / "random_skip").glob("s0.prev-*"))
+    assert len(prev) == 1 and (prev[0] / "record.json").exists()
+    from datadiet.bench.report import load_results
+
+    latest = [r for r in load_results(tmp_path / RESULTS) if r["label"] == "random_skip"]
+    assert len(latest) == 1 and latest[0] == after[2]

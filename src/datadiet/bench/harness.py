@@ -120,12 +120,16 @@ def run_suite(
     *,
     progress: bool = False,
     only: str | None = None,
+    rerun: list[str] | None = None,
     on_cell: Callable[[Cell, str, dict[str, Any] | None], None] | None = None,
     run_fn: Callable[..., dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell of ``suite`` into ``out_dir``; return the finished rows.
 
     ``only``: a substring of the cell key (``dataset/label/sSEED``) to restrict the cells run.
+    ``rerun``: substrings of cell keys to measure again even if finished (e.g. cells timed while
+    the machine was busy): the earlier run folder is kept as ``sN.prev-<time>``, the earlier line
+    stays in ``results.jsonl``, and the new line supersedes it (the report uses the last one).
     ``on_cell(cell, status, row)`` is called for each cell (status: skipped, recovered, finished,
     failed). A failing cell is recorded as failed and the suite goes on.
     """
@@ -142,6 +146,12 @@ def run_suite(
     cells = [c for c in suite.cells() if only is None or only in c.key]
     log.info("suite %s: %d cells, %d already finished", suite.name, len(cells), sum(c.key in finished for c in cells))
     for i, cell in enumerate(cells):
+        if rerun and cell.key in finished and any(p in cell.key for p in rerun):
+            rd = out / cell.run_dir
+            if rd.exists():
+                rd.rename(rd.with_name(f"{rd.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}"))
+            del finished[cell.key]
+            log.info("re-measuring %s (earlier result kept)", cell.key)
         if cell.key in finished:
             if on_cell:
                 on_cell(cell, "skipped", finished[cell.key])

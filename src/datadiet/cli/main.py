@@ -244,6 +244,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", "-s", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override the suite's base config, e.g. train.epochs=1")
     p.add_argument("--only", metavar="SUBSTRING", help="run only cells whose key (dataset/label/sSEED) contains this")
+    p.add_argument("--rerun", nargs="+", default=None, metavar="SUBSTRING",
+                   help="measure again the finished cells whose key contains any of these (earlier results are kept, "
+                        "the new line supersedes them in the report)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are finished, run nothing")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.md/report.html at the end")
 
@@ -274,7 +277,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             _out(f"  {status:<8} {cell.key}: {row['metric']}={row['value']:.4f}  wall {row['wall_clock_s']:.1f}s  "
                  f"backprop {row['examples_backpropagated']}  [{_time.perf_counter() - t0:.0f}s elapsed]")
 
-    rows = run_suite(suite, args.out, progress=not args.quiet, only=args.only, on_cell=on_cell)
+    rows = run_suite(suite, args.out, progress=not args.quiet, only=args.only, rerun=args.rerun, on_cell=on_cell)
     _out(f"{len(rows)} finished cells, {n_failed} failed, in {_time.perf_counter() - t0:.0f}s")
     if args.report and rows:
         from ..bench.report import write_report
