@@ -165,3 +165,12 @@ def test_demo_bad_value(capsys, tmp_path):
     code = main(["demo", "--model", "tiny-bert", "--epochs", "0", "--out", str(tmp_path / "d")])
     err = capsys.readouterr().err
     assert code == 2 and "train.epochs must be >= 1" in err and "Traceback" not in err
+
+
+def test_missing_data_file_is_refused_before_a_run_folder_is_made(tmp_path, capsys):
+    from datadiet.cli.main import main
+
+    rc = main(["train", "--set", f"data.name={tmp_path / 'nope.csv'}", "model.name=tiny-bert", f"output_dir={tmp_path / 'runs'}"])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

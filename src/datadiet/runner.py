@@ -184,6 +184,10 @@ def check_config(cfg: RunConfig) -> None:
 
     build_method(cfg.method.name, cfg.method.params)
     name = cfg.data.name
+    from .data.load import FILE_SUFFIXES
+
+    if name not in BUILTIN and Path(name).suffix.lower() in FILE_SUFFIXES and not Path(name).exists():
+        raise DataDietError(f"data file {name!r} does not exist; check the path")
     if name not in BUILTIN and not Path(name).exists() and "/" not in name:
         raise unknown_name("dataset", name, BUILTIN, extra=" Or give a path to a CSV/TSV/JSONL/Parquet file, or a hub name like 'org/name'.")
     m = cfg.model.name
