@@ -45,3 +45,45 @@ def make_tiny_bert(seed: int = 0):
     from datadiet.models.tiny import tiny_model
 
     return tiny_model("tiny-bert", num_labels=2, seed=seed)[0]
+
+
+def _skip_all_filter():
+    from datadiet.online.base import Decision, OnlineFilter
+
+    class SkipAll(OnlineFilter):
+        """Skips every example before its forward."""
+
+        stage = "pre_forward"
+        reason = "skip_all"
+
+        def decide(self, batch, losses):
+            return Decision(keep=torch.zeros(len(batch), dtype=torch.bool))
+
+    return SkipAll
+
+
+SkipAll = _skip_all_filter()
+
+
+def resume_vs_uninterrupted(build, ds, collator, *, epochs: int, stop_after: int = 1, lr: float = 1e-3):
+    """Train ``epochs`` epochs straight, and again stopped after ``stop_after`` epochs with model,
+    optimizer and engine state restored into fresh objects from ``build() -> (model, engine, opt)``.
+
+    Returns ``((model, engine), (model, engine))``: uninterrupted, resumed.
+    """
+    from datadiet.loop import fit
+
+    kw = dict(collator=collator, lr=lr, seed=0, schedule="constant")
+    m1, e1, o1 = build()
+    fit(m1, ds, engine=e1, epochs=epochs, optimizer=o1, **kw)
+    m2, e2, o2 = build()
+    fit(m2, ds, engine=e2, epochs=stop_after, optimizer=o2, **kw)
+    saved = {"model": {k: v.clone() for k, v in m2.state_dict().items()}, "opt": o2.state_dict(),
+             "engine": e2.state_dict()}
+    m3, e3, o3 = build()
+    m3.load_state_dict(saved["model"])
+    o3.load_state_dict(saved["opt"])
+    e3.load_state_dict(saved["engine"])
+    assert e3.epoch == stop_after
+    fit(m3, ds, engine=e3, epochs=epochs, optimizer=o3, **kw)
+    return (m1, e1), (m3, e3)

@@ -8,7 +8,7 @@ import pytest
 
 from datadiet.bench.harness import RESULTS, read_results, realised_skip_rate, run_suite
 from datadiet.bench.suite import load_suite, parse_suite
-from datadiet.errors import ConfigError, DataDietError
+from datadiet.errors import DataDietError
 from datadiet.runner import run
 
 

@@ -14,7 +14,7 @@ from datadiet.loop import epoch_order, fit, make_optimizer
 from datadiet.online.base import Decision, OnlineFilter
 from datadiet.online.random_skip import RandomSkip
 
-from conftest import make_tiny_bert
+from conftest import SkipAll, make_tiny_bert, resume_vs_uninterrupted
 
 
 class KeepAll(OnlineFilter):
@@ -23,14 +23,6 @@ class KeepAll(OnlineFilter):
 
     def decide(self, batch, losses):
         return Decision(keep=torch.ones(len(batch), dtype=torch.bool))
-
-
-class SkipAll(OnlineFilter):
-    stage = "pre_forward"
-    reason = "skip_all"
-
-    def decide(self, batch, losses):
-        return Decision(keep=torch.zeros(len(batch), dtype=torch.bool))
 
 
 class AboveMedian(OnlineFilter):
@@ -203,19 +195,7 @@ def test_engine_state_round_trip_resumes_identically(tiny_cls):
         o = make_optimizer(m, lr=1e-3)
         return m, e, o
 
-    m1, e1, o1 = build()
-    fit(m1, ds, engine=e1, collator=collator, epochs=2, lr=1e-3, seed=0, optimizer=o1, schedule="constant")
-
-    m2, e2, o2 = build()
-    fit(m2, ds, engine=e2, collator=collator, epochs=1, lr=1e-3, seed=0, optimizer=o2, schedule="constant")
-    saved = {"model": {k: v.clone() for k, v in m2.state_dict().items()}, "opt": o2.state_dict(),
-             "engine": e2.state_dict()}
-    m3, e3, o3 = build()
-    m3.load_state_dict(saved["model"])
-    o3.load_state_dict(saved["opt"])
-    e3.load_state_dict(saved["engine"])
-    assert e3.epoch == 1
-    fit(m3, ds, engine=e3, collator=collator, epochs=2, lr=1e-3, seed=0, optimizer=o3, schedule="constant")
+    (m1, e1), (m3, e3) = resume_vs_uninterrupted(build, ds, collator, epochs=2, stop_after=1)
     assert e3.counts.as_dict() == e1.counts.as_dict()
     for (n, p), (_, q) in zip(m1.named_parameters(), m3.named_parameters()):
         assert torch.equal(p, q), n

@@ -25,21 +25,13 @@ from datadiet.models.tiny import tiny_model  # noqa: E402
 from datadiet.online.base import Decision, OnlineFilter  # noqa: E402
 from datadiet.online.random_skip import RandomSkip  # noqa: E402
 
-from conftest import planted_texts  # noqa: E402
+from conftest import SkipAll, planted_texts  # noqa: E402
 
 BS = 8
 LR = 1e-3
 
 
 # ---------------------------------------------------------------------- helpers
-class SkipAll(OnlineFilter):
-    stage = "pre_forward"
-    reason = "skip_all"
-
-    def decide(self, batch, losses):
-        return Decision(keep=torch.zeros(len(batch), dtype=torch.bool))
-
-
 class SkipIds(OnlineFilter):
     """Skips a fixed set of example ids (deterministic buffer patterns)."""
 

@@ -26,7 +26,7 @@ from datadiet.online.meta_predictor import BernoulliNaiveBayes, MetaPredictor, t
 from datadiet.online.multistage import MultistageMethod, infer_vocab_size
 from datadiet.registry import build_method
 
-from conftest import make_tiny_bert
+from conftest import make_tiny_bert, resume_vs_uninterrupted
 
 
 # ---------------------------------------------------------------------- helpers
@@ -411,20 +411,9 @@ def test_state_round_trip_resumes_identically(tiny_cls):
         e = StepEngine(task="classification", batch_size=8, filters=method.plan(ctx).filters)
         return m, e, make_optimizer(m, lr=1e-3)
 
-    m1, e1, o1 = build()
-    fit(m1, ds, engine=e1, collator=collator, epochs=3, lr=1e-3, seed=0, optimizer=o1, schedule="constant")
+    (m1, e1), (m3, e3) = resume_vs_uninterrupted(build, ds, collator, epochs=3, stop_after=1)
     tel = e1.filters[0].telemetry()
     assert tel["switch"] is not None and tel["skipped"]["meta_predictor_stage2"] > 0
-
-    m2, e2, o2 = build()
-    fit(m2, ds, engine=e2, collator=collator, epochs=1, lr=1e-3, seed=0, optimizer=o2, schedule="constant")
-    saved = {"model": {k: v.clone() for k, v in m2.state_dict().items()}, "opt": o2.state_dict(),
-             "engine": e2.state_dict()}
-    m3, e3, o3 = build()
-    m3.load_state_dict(saved["model"])
-    o3.load_state_dict(saved["opt"])
-    e3.load_state_dict(saved["engine"])
-    fit(m3, ds, engine=e3, collator=collator, epochs=3, lr=1e-3, seed=0, optimizer=o3, schedule="constant")
     assert e3.counts.as_dict() == e1.counts.as_dict()
     assert e3.skipped() == e1.skipped()
     assert_same_params(m1, m3)

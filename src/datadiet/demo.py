@@ -1,6 +1,7 @@
 """The README's main job: full fine-tuning vs. two cheap baselines, side by side.
 
-:func:`run_demo` trains the same model on the same data once per method (``full``,
+:func:`demo_configs` builds one validated config per method and :func:`run_demo` trains the same
+model on the same data once per config (``full``,
 ``random_subset`` at fraction 0.5 and ``random_skip`` at rate 0.5 by default) and returns one row
 per method; :func:`format_table` turns the rows into a plain-text table. Nothing here prints:
 progress goes to the ``datadiet`` logger and the CLI (``datadiet demo``) prints the table.
@@ -83,24 +84,12 @@ def demo_configs(
 
 
 def run_demo(
+    cfgs: Sequence[RunConfig],
     *,
-    dataset: str = "rotten_tomatoes",
-    model: str = "minilm",
-    max_train: int | None = 4000,
-    max_test: int | None = 1000,
-    epochs: int = 1,
-    batch_size: int = 16,
-    lr: float = 1e-4,
-    bf16: bool = True,
-    threads: int | None = None,
-    methods: Sequence[str] = DEFAULT_METHODS,
-    out: str | Path = "runs/demo",
-    seed: int = 0,
-    params: dict[str, dict[str, Any]] | None = None,
     progress: bool = False,
     on_start: Callable[[str, int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train once per method and return one row per method (see :func:`summarise`).
+    """Train once per config (from :func:`demo_configs`) and return one row per method (see :func:`summarise`).
 
     ``on_start(method, i, n)`` is called before each run (the CLI uses it for a status line).
     Rows carry ``speedup_vs_full`` (full's wall-clock / this method's) when ``full`` is among
@@ -108,9 +97,6 @@ def run_demo(
     """
     from .runner import run
 
-    cfgs = demo_configs(dataset=dataset, model=model, max_train=max_train, max_test=max_test, epochs=epochs,
-                        batch_size=batch_size, lr=lr, bf16=bf16, threads=threads, methods=methods, out=out,
-                        seed=seed, params=params)
     rows = []
     for i, cfg in enumerate(cfgs):
         log.info("demo %d/%d: %s", i + 1, len(cfgs), cfg.method.name)

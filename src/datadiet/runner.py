@@ -74,19 +74,19 @@ def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = 
 
     t_total = time.perf_counter()
     method = build_method(cfg.method.name, cfg.method.params)  # validate before any work
+    device = resolve_device(cfg.train.device)
     rd = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
     rd = prepare_run_dir(rd, overwrite=cfg.overwrite)
     t = cfg.train
     if t.threads is not None:
         torch.set_num_threads(t.threads)
-    record = RunRecord(rd, {"config": cfg.to_dict(), "env": env_info(), "device": str(resolve_device(t.device)), "seeds": {"train": t.seed, "split": cfg.data.split_seed}})
+    record = RunRecord(rd, {"config": cfg.to_dict(), "env": env_info(), "device": str(device), "seeds": {"train": t.seed, "split": cfg.data.split_seed}})
     record.save()
     try:
         ds = load_data(cfg)
         task, num_labels = ds.task, ds.num_labels
         lm = load_model(cfg.model.name, task=task, num_labels=num_labels if task == "classification" else None, seed=t.seed)
         train, test, collator = tokenize_data(cfg, ds, lm)
-        device = resolve_device(t.device)
         model = lm.model.to(device)
         autocast = torch.bfloat16 if t.bf16 else None
         record.update(data=ds.info, label_names=ds.label_names, method={"name": cfg.method.name, "params": method.params(),

@@ -79,6 +79,11 @@ def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def finished_cells(out_dir: str | Path, suite_name: str) -> dict[str, dict[str, Any]]:
+    """The last finished ``results.jsonl`` line of each cell of suite ``suite_name``, by cell key."""
+    return {r["cell"]: r for r in read_results(out_dir) if r.get("status") == "finished" and r.get("suite") == suite_name}
+
+
 def append_result(out_dir: Path, row: dict[str, Any]) -> None:
     p = out_dir / RESULTS
     # A previous crash may have left a partial line without newline: start on a fresh line.
@@ -142,7 +147,7 @@ def run_suite(
                                                 "datasets": [d.__dict__ for d in suite.datasets],
                                                 "methods": [m.__dict__ for m in suite.methods],
                                                 "seeds": suite.seeds}, indent=1, default=str))
-    finished = {r["cell"]: r for r in read_results(out) if r.get("status") == "finished" and r.get("suite") == suite.name}
+    finished = finished_cells(out, suite.name)
     cells = [c for c in suite.cells() if only is None or only in c.key]
     log.info("suite %s: %d cells, %d already finished", suite.name, len(cells), sum(c.key in finished for c in cells))
     for i, cell in enumerate(cells):

@@ -143,14 +143,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     kw = dict(dataset=args.dataset, model=args.model, max_train=args.max_train, max_test=args.max_test,
               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16, threads=threads,
               methods=methods, out=args.out, seed=args.seed)
-    demo_configs(**kw)  # validate every name and value before printing the header
+    cfgs = demo_configs(**kw)  # every name and value validated before printing the header
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     _out(f"datadiet demo: {args.dataset} with {args.model}, {', '.join(methods)}")
     _out(f"  up to {args.max_train} train / {args.max_test} test examples, {args.epochs} epoch(s), "
          f"batch {args.batch_size}, lr {args.lr:g}, {'bf16' if args.bf16 else 'fp32'}")
     _out(f"  torch {torch.__version__}, {threads} thread(s), {device}; runs in {args.out}")
     _out()
-    rows = run_demo(**kw, progress=not args.quiet)
+    rows = run_demo(cfgs, progress=not args.quiet)
     _out()
     _out(format_table(rows))
     _out()
@@ -254,12 +254,12 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import time as _time
 
-    from ..bench.harness import read_results, run_suite
+    from ..bench.harness import finished_cells, run_suite
     from ..bench.suite import load_suite
 
     suite = load_suite(args.suite, overrides=args.overrides)  # validated: bad entries fail before any work
     cells = [c for c in suite.cells() if args.only is None or args.only in c.key]
-    done = {r["cell"] for r in read_results(args.out) if r.get("status") == "finished" and r.get("suite") == suite.name}
+    done = finished_cells(args.out, suite.name)
     _out(f"suite {suite.name}: {len(cells)} cells ({sum(c.key in done for c in cells)} already finished) -> {args.out}")
     if args.dry_run:
         for c in cells:

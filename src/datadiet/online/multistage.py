@@ -24,7 +24,7 @@ from typing import Any
 
 from .._validate import check_int
 from ..errors import ConfigError
-from .loss_threshold import LossThreshold, check_loss_threshold_params, warmup_examples_for
+from .loss_threshold import LossThreshold, LossThresholdMethod
 from .meta_predictor import MetaPredictor
 
 
@@ -123,8 +123,11 @@ class MultistageMethod:
         vocab_size: int | None = None,
         seed: int | None = None,
     ) -> None:
-        self.warmup_fraction, self.window, self.tau_mode, self.tau = check_loss_threshold_params(
-            warmup_fraction=warmup_fraction, window=window, tau_mode=tau_mode, tau=tau)
+        # Stages 0-1 are exactly the ``loss_threshold`` method: validate and build through it.
+        self._loss_threshold = LossThresholdMethod(warmup_fraction=warmup_fraction, window=window,
+                                                   tau_mode=tau_mode, tau=tau)
+        lt = self._loss_threshold
+        self.warmup_fraction, self.window, self.tau_mode, self.tau = lt.warmup_fraction, lt.window, lt.tau_mode, lt.tau
         self.vocab_size = None if vocab_size is None else check_int("vocab_size", vocab_size, min=1)
         self.seed = None if seed is None else check_int("seed", seed, min=0)
         self.switch_window = switch_window
@@ -165,9 +168,7 @@ class MultistageMethod:
         The predictor comes first: it decides before the forward, and it sees each batch's losses
         before the loss filter updates its running tau (during the warm-up).
         """
-        n = check_int("n_first_epoch", n_first_epoch, min=1)
-        warm = 0 if self.tau is not None else warmup_examples_for(self.warmup_fraction, n)
-        lt = LossThreshold(warmup_examples=warm, window=self.window, tau_mode=self.tau_mode, tau=self.tau)
+        lt = self._loss_threshold.build_filter(check_int("n_first_epoch", n_first_epoch, min=1))
         vocab = self.vocab_size if self.vocab_size is not None else vocab_size
         return [self._meta(lt, vocab_size=vocab, seed=seed), lt]
 
