@@ -22,7 +22,15 @@ from datadiet.method import PlanContext
 from datadiet.models.tiny import tiny_model
 from datadiet.online.base import BatchView, Decision, OnlineFilter
 from datadiet.online.loss_threshold import LossThreshold, LossThresholdMethod
-from datadiet.online.meta_predictor import BernoulliNaiveBayes, MetaPredictor, token_presence
+from datadiet.online.meta_predictor import (
+    MEMORY_EDGES,
+    BernoulliNaiveBayes,
+    MetaPredictor,
+    OnlineLogistic,
+    feature_presence,
+    memory_bucket,
+    token_presence,
+)
 from datadiet.online.multistage import MultistageMethod, infer_vocab_size
 from datadiet.registry import build_method
 
@@ -178,7 +186,7 @@ def test_warmup_costs_no_extra_forward(tiny_cls):
             assert counter.nograd == 0 and engine.counts.examples_forwarded == counter.grad == 8 * (b + 1)
             assert lt.in_warmup == (b < 2)
     engine.end_epoch(model, opt)
-    assert lt.warmup_end == {"examples": 24, "training_batches": 3}
+    assert lt.warmup_end == {"examples": 24, "training_batches": 3, "extended_by": 0}
     assert engine.counts.examples_forwarded_nograd == counter.nograd == len(ds) - 24
     assert engine.counts.examples_forwarded_grad == counter.grad
     assert engine.counts.examples_backpropagated + engine.skipped().get("loss_threshold", 0) == len(ds)
@@ -217,6 +225,34 @@ def test_loss_threshold_warmup_tau_and_modes_on_planted_losses():
     fixed = LossThreshold(tau=0.3)
     assert fixed.warmed_up and fixed.needs_scoring_forward()
     assert fixed.decide(view([0, 1]), torch.tensor([0.29, 0.3])).keep.tolist() == [False, True]
+
+
+def test_chance_guard_extends_the_warmup_until_the_model_beats_chance():
+    """A model still at chance when the planned warm-up ends must not freeze tau above ln K."""
+    batch = BatchView(ids=torch.arange(16), input_ids=torch.ones(16, 4, dtype=torch.long), attention_mask=None,
+                      labels=torch.zeros(16, dtype=torch.long))
+    stuck = torch.full((16,), 0.75, dtype=torch.float64)  # above ln 2: no better than a coin
+    learnt = torch.full((16,), 0.40, dtype=torch.float64)
+    guarded = LossThreshold(warmup_examples=32, window=32, chance_loss=math.log(2))
+    plain = LossThreshold(warmup_examples=32, window=32)
+    for lt in (guarded, plain):
+        for _ in range(3):
+            lt.observe(batch, stuck, trained=True)
+    assert plain.warmed_up and plain.tau == pytest.approx(0.75), "unguarded: tau frozen above chance"
+    assert not plain.decide(batch, torch.full((16,), 0.7, dtype=torch.float64)).keep.any(), "it would skip all"
+    assert guarded.in_warmup and not guarded.needs_scoring_forward()
+    guarded.observe(batch, learnt, trained=True)  # running mean (0.75 + 0.40) / 2 = 0.575 < ln 2
+    assert guarded.warmed_up and guarded.tau == pytest.approx(0.575)
+    assert guarded.warmup_end == {"examples": 64, "training_batches": 4, "extended_by": 32}
+    # The method reads K from the labels; causal LM (no labels) has no guard.
+    ctx = PlanContext(ids=np.arange(100), labels=np.arange(100) % 16, seed=0, task="classification",
+                      batch_size=8, epochs=1)
+    (lt,) = build_method("loss_threshold").plan(ctx).filters
+    assert lt.chance_loss == pytest.approx(math.log(16))
+    (lt,) = build_method("loss_threshold", {"chance_guard": False}).plan(ctx).filters
+    assert lt.chance_loss is None
+    ctx.labels, ctx.task = None, "causal_lm"
+    assert build_method("loss_threshold").plan(ctx).filters[0].chance_loss is None
 
 
 def test_loss_threshold_skips_the_easy_examples_planted_truth():
@@ -359,7 +395,7 @@ def test_meta_predictor_learns_from_text_alone_and_skips_before_the_forward():
     engine, counter, easy = run_planted_engine([meta, lt], 200)
     tel = meta.telemetry()
     # Warm-up (10 batches) trains on everything with no scoring forward; tau sits between 0.1 and 1.0.
-    assert lt.warmup_end == {"examples": 160, "training_batches": 10}
+    assert lt.warmup_end == {"examples": 160, "training_batches": 10, "extended_by": 0}
     assert 0.2 < lt.tau < 0.9
     sw = tel["switch"]
     assert sw is not None and tel["stage"] == 2, "the predictor learned the keyword and switched"
@@ -398,6 +434,83 @@ def test_meta_predictor_does_not_switch_when_tokens_carry_no_signal():
     assert meta.telemetry()["stage"] == 1
 
 
+def test_hashed_bigrams_are_distinct_per_row_and_skip_padding():
+    ids = torch.tensor([[3, 4, 3, 4, 0], [4, 3, 9, 0, 0]])
+    am = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    rows, feats = feature_presence(ids, am, vocab_size=10, bigram_buckets=1000)
+    got = {(int(r), int(f)) for r, f in zip(rows, feats)}
+    assert len(got) == len(rows), "presence: each feature once per row"
+    uni = {(r, f) for r, f in got if f < 10}
+    assert uni == {(0, 3), (0, 4), (1, 3), (1, 4), (1, 9)}
+    bi = sorted(f for r, f in got if f >= 10)
+    assert all(10 <= f < 1010 for f in bi)
+    assert len([1 for r, f in got if r == 0 and f >= 10]) == 2  # (3,4) and (4,3); (4, pad) dropped
+    assert len([1 for r, f in got if r == 1 and f >= 10]) == 2  # (4,3) and (3,9)
+
+
+def test_memory_buckets_follow_the_edges_relative_to_tau():
+    tau = 0.8
+    losses = torch.tensor([math.nan, 0.0, 0.05, 0.1, 0.4, 0.79, 0.8, 1.7, 3.3, 10.0], dtype=torch.float64)
+    got = memory_bucket(losses, tau).tolist()
+    assert got == [len(MEMORY_EDGES) + 1, 0, 0, 1, 3, 3, 4, 5, 6, 6]
+
+
+def test_online_logistic_first_step_and_planted_learning():
+    lr = 0.3
+    m = OnlineLogistic(n_features=4, lr=lr)
+    rows, feats = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 2])
+    m.partial_fit(rows, feats, torch.tensor([1, 0]))
+    # At w = 0 every p is 1/2; AdaGrad's first step moves each touched weight by lr against its
+    # gradient's sign. d/dw1 = (1/2 - 1)/2 * 2**-0.5 < 0; d/dw2 = that + (1/2)/2 * 1 > 0; bias: 0.
+    torch.testing.assert_close(m.w, torch.tensor([0.0, lr, -lr, 0.0, 0.0], dtype=torch.float64))
+    # Planted: feature 0 -> important with probability 0.9, feature 1 -> 0.1; it learns calibrated odds.
+    g = torch.Generator().manual_seed(0)
+    m = OnlineLogistic(n_features=2, lr=0.1)
+    for _ in range(400):
+        f = torch.randint(0, 2, (32,), generator=g)
+        y = (torch.rand(32, generator=g) < torch.where(f == 0, 0.9, 0.1)).long()
+        m.partial_fit(torch.arange(32), f, y)
+    p = m.predict_log_proba(torch.arange(2), torch.tensor([0, 1]), 2)[:, 1].exp()
+    assert abs(float(p[0]) - 0.9) < 0.05 and abs(float(p[1]) - 0.1) < 0.05
+
+
+class TextBlind(MetaPredictor):
+    """A predictor that cannot see the keyword: its text features carry no signal."""
+
+    def _features(self, ids, input_ids, attention_mask, **kw):
+        masked = input_ids.masked_fill((input_ids == EASY) | (input_ids == HARD), 7)
+        return super()._features(ids, masked, attention_mask, **kw)
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_loss_memory_lets_the_predictor_skip_from_the_second_epoch(memory):
+    """Text says nothing; an example's epoch-1 loss says everything: only memory switches, in epoch 2."""
+    batches = list(planted_token_batches(60, 16, seed=3))
+    n = 60 * 16
+    method = MultistageMethod(warmup_fraction=0.1, window=64, switch_window=8, predictor="logistic", lr=0.3,
+                              loss_memory=memory, meta_skill_threshold=0.2, vocab_size=60, seed=0)
+    meta, lt = method.build_filters(n_first_epoch=n, seed=0)
+    meta.__class__ = TextBlind
+    model = PlantedLossModel(EASY)
+    engine = StepEngine(task="classification", batch_size=16, filters=[meta, lt])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    easy_by_id = {}
+    for _epoch in range(2):
+        for batch, easy in batches:
+            easy_by_id.update(zip(batch["example_id"].tolist(), easy.tolist()))
+            engine.step(model, opt, batch)
+        engine.end_epoch(model, opt)
+    tel = meta.telemetry()
+    if not memory:
+        assert tel["switch"] is None and "meta_predictor" not in engine.skipped()
+        return
+    assert tel["switch"] is not None and n < tel["switch"]["examples_seen"] < 1.5 * n
+    assert tel["switch"]["skill"] >= 0.2
+    skipped = engine.skipped()["meta_predictor"]
+    assert skipped > 0.3 * n
+    assert tel["loss_memory"] is True and tel["predictor"] == "logistic"
+
+
 # ---------------------------------------------------------------------- state, methods, Trainer
 def test_state_round_trip_resumes_identically(tiny_cls):
     _, _, ds, collator = tiny_cls
@@ -431,8 +544,8 @@ def test_methods_plan_from_the_context():
     assert isinstance(meta, MetaPredictor) and isinstance(lt, LossThreshold)
     assert meta.stage == "pre_forward" and lt.stage == "post_forward" and meta.threshold is lt
     assert lt.warmup_examples == 100 and lt.window == 128 and lt.tau_mode == "frozen"
-    assert plan.info == {"warmup_examples": 100, "vocab_size": infer_vocab_size(ctx.model)}
-    assert meta.nb.vocab_size == ctx.model.config.vocab_size and meta.seed == 7
+    assert plan.info == {"warmup_examples": 100, "chance_loss": None, "vocab_size": infer_vocab_size(ctx.model)}
+    assert meta.vocab == ctx.model.config.vocab_size and meta.seed == 7
     (only,) = build_method("loss_threshold", {"warmup_fraction": 0.25}).plan(ctx).filters
     assert only.warmup_examples == 250
     assert build_method("loss_threshold", {"tau": 0.5}).plan(ctx).filters[0].warmed_up
@@ -495,6 +608,7 @@ def test_trainer_mixin_runs_multistage_and_counts_add_up(tmp_path):
     ("loss_threshold", {"tau_mode": "sliding"}, "tau_mode must be one of 'frozen', 'moving'"),
     ("loss_threshold", {"tau": -0.1}, "tau must be >= 0"),
     ("loss_threshold", {"tau": 0.2, "tau_mode": "moving"}, "tau_mode='moving' needs tau=None"),
+    ("loss_threshold", {"chance_guard": 1}, "chance_guard must be true or false"),
     ("multistage", {"explore_fraction": 1.2}, "explore_fraction must be <= 1"),
     ("multistage", {"decision_threshold": 1.0}, "decision_threshold must be < 1"),
     ("multistage", {"meta_loss_threshold": 0}, "meta_loss_threshold must be > 0"),
@@ -504,6 +618,11 @@ def test_trainer_mixin_runs_multistage_and_counts_add_up(tmp_path):
     ("multistage", {"meta_min_accuracy": 2}, "meta_min_accuracy must be <= 1"),
     ("multistage", {"fit_during_warmup": "yes"}, "fit_during_warmup must be true or false"),
     ("multistage", {"vocab_size": 0}, "vocab_size must be >= 1"),
+    ("multistage", {"predictor": "svm"}, "predictor must be one of 'naive_bayes', 'logistic'"),
+    ("multistage", {"ngrams": 3}, "ngrams must be <= 2"),
+    ("multistage", {"loss_memory": "yes"}, "loss_memory must be true or false"),
+    ("multistage", {"lr": 0}, "lr must be > 0"),
+    ("multistage", {"meta_skill_threshold": -1}, "meta_skill_threshold must be >= 0"),
     ("multistage", {"swich_window": 4}, "Did you mean 'switch_window'"),
 ])
 def test_bad_parameters_give_clear_messages(name, params, match):

@@ -87,13 +87,21 @@ class LossThreshold(OnlineFilter):
         ``"frozen"`` (paper; tau fixed at the end of the warm-up) or ``"moving"``.
     tau
         an explicit threshold (``>= 0``): no warm-up, tau never changes (needs ``tau_mode="frozen"``).
+    chance_loss
+        ours: the loss of a uniform prediction (``ln K`` for K classes), or ``None`` (off). When
+        given, the warm-up does not end while the running tau is at or above it: a model that has
+        not beaten chance by the end of the planned warm-up would otherwise freeze a tau above the
+        loss of its own near-uniform predictions, skip every example and never learn (measured on
+        Rotten Tomatoes seed 2: tau 0.71 > ln 2, 95% skipped, accuracy 0.58). The warm-up goes on,
+        training normally, until the running tau falls below ``chance_loss`` (or the run ends,
+        which is then plain training). ``warmup_end`` records the extension.
     """
 
     stage = "post_forward"
     reason = "loss_threshold"
 
     def __init__(self, *, warmup_examples: int = 0, window: int = 128, tau_mode: str = "frozen",
-                 tau: float | None = None, max_trace: int = 512) -> None:
+                 tau: float | None = None, chance_loss: float | None = None, max_trace: int = 512) -> None:
         self.warmup_examples = check_int("warmup_examples", warmup_examples, min=0)
         self.window = check_int("window", window, min=1)
         self.tau_mode = check_choice("tau_mode", tau_mode, TAU_MODES)
@@ -106,6 +114,8 @@ class LossThreshold(OnlineFilter):
         if self.fixed_tau is not None and self.tau_mode == "moving":
             raise ConfigError("tau_mode='moving' needs tau=None (a given tau is fixed); got tau="
                               f"{tau} with tau_mode='moving'")
+        self.chance_loss = None if chance_loss is None else check_float("chance_loss", chance_loss, min=0.0,
+                                                                         min_open=True)
         self.tau: float | None = self.fixed_tau
         self._recent = torch.empty(0, dtype=torch.float64)
         self._warm_trained = 0  # examples trained on (and recorded) during the warm-up
@@ -113,6 +123,7 @@ class LossThreshold(OnlineFilter):
         self._scored = 0  # examples decided on after the warm-up
         self._skipped = 0
         self.warmup_end: dict[str, int] | None = None
+        self._planned_reached: int | None = None  # examples trained when the planned warm-up was reached
         self.tau_trace = Downsampled(max_trace)  # (examples scored, tau) in moving mode
 
     # ------------------------------------------------------------------ state of the stages
@@ -160,9 +171,14 @@ class LossThreshold(OnlineFilter):
                 return  # warm-up losses come from the training forward, once per example
             self._push(losses)
             self._warm_trained += int(losses.numel())
+            running = float(self._recent.mean())
             if self._warm_trained >= self.warmup_examples:
-                self.tau = float(self._recent.mean())
-                self.warmup_end = {"examples": self._warm_trained, "training_batches": self._train_batches}
+                if self._planned_reached is None:
+                    self._planned_reached = self._warm_trained
+                if self.chance_loss is None or running < self.chance_loss:
+                    self.tau = running
+                    self.warmup_end = {"examples": self._warm_trained, "training_batches": self._train_batches,
+                                       "extended_by": self._warm_trained - self._planned_reached}
                 self.tau_trace.append((0, self.tau))
         elif not trained and self.tau_mode == "moving":
             self._push(losses)
@@ -172,7 +188,7 @@ class LossThreshold(OnlineFilter):
     def telemetry(self) -> dict[str, Any]:
         return {
             "tau": self.tau, "tau_mode": self.tau_mode, "fixed_tau": self.fixed_tau, "window": self.window,
-            "warmup_examples": self.warmup_examples, "warmup_end": self.warmup_end,
+            "warmup_examples": self.warmup_examples, "chance_loss": self.chance_loss, "warmup_end": self.warmup_end,
             "in_warmup": self.in_warmup, "scored_after_warmup": self._scored, "skipped": self._skipped,
             "keep_rate_after_warmup": 1 - self._skipped / self._scored if self._scored else None,
             "training_batches_observed": self._train_batches,
@@ -183,6 +199,7 @@ class LossThreshold(OnlineFilter):
         return {"tau": self.tau, "recent": self._recent.clone(), "warm_trained": self._warm_trained,
                 "train_batches": self._train_batches, "scored": self._scored, "skipped": self._skipped,
                 "warmup_end": None if self.warmup_end is None else dict(self.warmup_end),
+                "planned_reached": self._planned_reached,
                 "tau_trace": self.tau_trace.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -192,7 +209,16 @@ class LossThreshold(OnlineFilter):
         self._train_batches = int(state["train_batches"])
         self._scored, self._skipped = int(state["scored"]), int(state["skipped"])
         self.warmup_end = None if state["warmup_end"] is None else dict(state["warmup_end"])
+        self._planned_reached = state.get("planned_reached")
         self.tau_trace.load_state_dict(state["tau_trace"])
+
+
+def num_classes_of(ctx) -> int | None:
+    """K of a classification plan context (from its labels), else None."""
+    labels = getattr(ctx, "labels", None)
+    if ctx.task != "classification" or labels is None or len(labels) == 0:
+        return None
+    return int(max(labels)) + 1
 
 
 def warmup_examples_for(warmup_fraction: float, n_first_epoch: int) -> int:
@@ -222,7 +248,9 @@ class LossThresholdMethod:
 
     Parameters (keyword-only) and sources: ``warmup_fraction=0.1`` (paper: warm-up on the first 10%
     of the first epoch), ``window=128`` (paper: 16 batches of 8), ``tau_mode="frozen"`` (paper;
-    ``"moving"`` is our option), ``tau=None`` (ours: give a number to fix tau and skip the warm-up).
+    ``"moving"`` is our option), ``tau=None`` (ours: give a number to fix tau and skip the warm-up),
+    ``chance_guard=True`` (ours: for a K-class task the warm-up lasts until the running tau is below
+    ``ln K``, the loss of a uniform prediction; see :class:`LossThreshold` ``chance_loss``).
 
     LR schedule (decided explicitly): the loop's default ``schedule_by="examples"``: the LR follows
     the share of the incoming example stream consumed, so skipping examples neither stretches nor
@@ -234,20 +262,26 @@ class LossThresholdMethod:
     saves = "backward of examples with loss below tau (costs one no-grad forward per example after the warm-up)"
 
     def __init__(self, *, warmup_fraction: float = 0.1, window: int = 128, tau_mode: str = "frozen",
-                 tau: float | None = None) -> None:
+                 tau: float | None = None, chance_guard: bool = True) -> None:
         self.warmup_fraction, self.window, self.tau_mode, self.tau = check_loss_threshold_params(
             warmup_fraction=warmup_fraction, window=window, tau_mode=tau_mode, tau=tau)
+        if not isinstance(chance_guard, bool):
+            raise ConfigError(f"chance_guard must be true or false, got {chance_guard!r}")
+        self.chance_guard = chance_guard
 
     def params(self) -> dict[str, Any]:
         return {"warmup_fraction": self.warmup_fraction, "window": self.window, "tau_mode": self.tau_mode,
-                "tau": self.tau}
+                "tau": self.tau, "chance_guard": self.chance_guard}
 
-    def build_filter(self, n_first_epoch: int) -> LossThreshold:
+    def build_filter(self, n_first_epoch: int, *, num_classes: int | None = None) -> LossThreshold:
+        """The filter for a first epoch of ``n_first_epoch`` examples (``num_classes``: K, for the guard)."""
         warm = 0 if self.tau is not None else warmup_examples_for(self.warmup_fraction, n_first_epoch)
-        return LossThreshold(warmup_examples=warm, window=self.window, tau_mode=self.tau_mode, tau=self.tau)
+        chance = math.log(num_classes) if self.chance_guard and num_classes and num_classes >= 2 else None
+        return LossThreshold(warmup_examples=warm, window=self.window, tau_mode=self.tau_mode, tau=self.tau,
+                             chance_loss=chance)
 
     def plan(self, ctx):
         from ..method import Plan
 
-        lt = self.build_filter(len(ctx.ids))
-        return Plan(filters=[lt], info={"warmup_examples": lt.warmup_examples})
+        lt = self.build_filter(len(ctx.ids), num_classes=num_classes_of(ctx))
+        return Plan(filters=[lt], info={"warmup_examples": lt.warmup_examples, "chance_loss": lt.chance_loss})

@@ -24,7 +24,7 @@ from typing import Any
 
 from .._validate import check_int
 from ..errors import ConfigError
-from .loss_threshold import LossThreshold, LossThresholdMethod
+from .loss_threshold import LossThreshold, LossThresholdMethod, num_classes_of
 from .meta_predictor import MetaPredictor
 
 
@@ -66,6 +66,10 @@ class MultistageMethod:
         paper (tau fixed at the end of the warm-up); ``"moving"`` is our option.
     ``tau=None``
         ours: a number fixes tau and skips the warm-up (``tau=0`` keeps everything: equals ``full``).
+    ``chance_guard=True``
+        ours: for K classes the warm-up lasts until the running tau is below ln K (see
+        :class:`~datadiet.online.loss_threshold.LossThreshold`); without it a seed whose model was
+        still at chance after the planned warm-up froze tau above chance and never learned.
     ``switch_window=16``
         the switch looks at the predictor's mean log-loss over the last 16 batches (ours; the paper
         uses a running window of batches, size not recorded in our spec).
@@ -112,43 +116,55 @@ class MultistageMethod:
         window: int = 128,
         tau_mode: str = "frozen",
         tau: float | None = None,
+        chance_guard: bool = True,
         switch_window: int = 16,
         meta_loss_threshold: float = 0.5,
         meta_min_accuracy: float = 0.0,
+        meta_skill_threshold: float | None = None,
         decision_threshold: float = 0.5,
         explore_fraction: float = 0.05,
+        predictor: str = "naive_bayes",
         alpha: float = 1.0,
         feature_space: str = "seen",
+        lr: float = 0.1,
+        ngrams: int = 1,
+        loss_memory: bool = False,
         fit_during_warmup: bool = True,
         vocab_size: int | None = None,
         seed: int | None = None,
     ) -> None:
         # Stages 0-1 are exactly the ``loss_threshold`` method: validate and build through it.
         self._loss_threshold = LossThresholdMethod(warmup_fraction=warmup_fraction, window=window,
-                                                   tau_mode=tau_mode, tau=tau)
+                                                   tau_mode=tau_mode, tau=tau, chance_guard=chance_guard)
         lt = self._loss_threshold
         self.warmup_fraction, self.window, self.tau_mode, self.tau = lt.warmup_fraction, lt.window, lt.tau_mode, lt.tau
+        self.chance_guard = lt.chance_guard
         self.vocab_size = None if vocab_size is None else check_int("vocab_size", vocab_size, min=1)
         self.seed = None if seed is None else check_int("seed", seed, min=0)
         self.switch_window = switch_window
         self.meta_loss_threshold = meta_loss_threshold
         self.meta_min_accuracy = meta_min_accuracy
+        self.meta_skill_threshold = meta_skill_threshold
         self.decision_threshold = decision_threshold
         self.explore_fraction = explore_fraction
-        self.alpha = alpha
-        self.feature_space = feature_space
+        self.predictor, self.alpha, self.feature_space, self.lr = predictor, alpha, feature_space, lr
+        self.ngrams, self.loss_memory = ngrams, loss_memory
         self.fit_during_warmup = fit_during_warmup
-        probe = self._meta(LossThreshold(warmup_examples=1), vocab_size=self.vocab_size, seed=0)  # validate early
+        probe = self._meta(LossThreshold(warmup_examples=1), vocab_size=self.vocab_size or 8, seed=0)  # validate early
         self.switch_window, self.meta_loss_threshold = probe.switch_window, probe.meta_loss_threshold
         self.meta_min_accuracy, self.decision_threshold = probe.meta_min_accuracy, probe.decision_threshold
+        self.meta_skill_threshold = probe.meta_skill_threshold
         self.explore_fraction, self.alpha = probe.explore_fraction, probe.alpha
-        self.feature_space = probe.feature_space
+        self.feature_space, self.predictor, self.lr = probe.feature_space, probe.predictor, probe.lr
+        self.ngrams, self.loss_memory = probe.ngrams, probe.loss_memory
 
     def _meta(self, lt: LossThreshold, *, vocab_size: int | None, seed: int) -> MetaPredictor:
         return MetaPredictor(
-            threshold=lt, vocab_size=vocab_size, alpha=self.alpha, feature_space=self.feature_space,
+            threshold=lt, vocab_size=vocab_size, predictor=self.predictor, alpha=self.alpha,
+            feature_space=self.feature_space, lr=self.lr, ngrams=self.ngrams, loss_memory=self.loss_memory,
             switch_window=self.switch_window,
             meta_loss_threshold=self.meta_loss_threshold, meta_min_accuracy=self.meta_min_accuracy,
+            meta_skill_threshold=self.meta_skill_threshold,
             decision_threshold=self.decision_threshold, explore_fraction=self.explore_fraction,
             fit_during_warmup=self.fit_during_warmup, seed=seed,
         )
@@ -156,19 +172,23 @@ class MultistageMethod:
     def params(self) -> dict[str, Any]:
         return {
             "warmup_fraction": self.warmup_fraction, "window": self.window, "tau_mode": self.tau_mode,
-            "tau": self.tau, "switch_window": self.switch_window, "meta_loss_threshold": self.meta_loss_threshold,
-            "meta_min_accuracy": self.meta_min_accuracy, "decision_threshold": self.decision_threshold,
-            "explore_fraction": self.explore_fraction, "alpha": self.alpha, "feature_space": self.feature_space,
+            "tau": self.tau, "chance_guard": self.chance_guard, "switch_window": self.switch_window, "meta_loss_threshold": self.meta_loss_threshold,
+            "meta_min_accuracy": self.meta_min_accuracy, "meta_skill_threshold": self.meta_skill_threshold,
+            "decision_threshold": self.decision_threshold,
+            "explore_fraction": self.explore_fraction, "predictor": self.predictor, "alpha": self.alpha,
+            "feature_space": self.feature_space, "lr": self.lr, "ngrams": self.ngrams, "loss_memory": self.loss_memory,
             "fit_during_warmup": self.fit_during_warmup, "vocab_size": self.vocab_size, "seed": self.seed,
         }
 
-    def build_filters(self, *, n_first_epoch: int, seed: int, vocab_size: int | None = None) -> list:
+    def build_filters(self, *, n_first_epoch: int, seed: int, vocab_size: int | None = None,
+                      num_classes: int | None = None) -> list:
         """``[MetaPredictor, LossThreshold]`` for a first epoch of ``n_first_epoch`` examples.
 
         The predictor comes first: it decides before the forward, and it sees each batch's losses
         before the loss filter updates its running tau (during the warm-up).
         """
-        lt = self._loss_threshold.build_filter(check_int("n_first_epoch", n_first_epoch, min=1))
+        lt = self._loss_threshold.build_filter(check_int("n_first_epoch", n_first_epoch, min=1),
+                                               num_classes=num_classes)
         vocab = self.vocab_size if self.vocab_size is not None else vocab_size
         return [self._meta(lt, vocab_size=vocab, seed=seed), lt]
 
@@ -179,7 +199,7 @@ class MultistageMethod:
             raise ConfigError("multistage needs a non-empty training set")
         vocab = self.vocab_size if self.vocab_size is not None else infer_vocab_size(ctx.model)
         filters = self.build_filters(n_first_epoch=len(ctx.ids), seed=ctx.seed if self.seed is None else self.seed,
-                                     vocab_size=vocab)
+                                     vocab_size=vocab, num_classes=num_classes_of(ctx))
         return Plan(filters=filters, info={"warmup_examples": filters[1].warmup_examples,
-                                           "vocab_size": vocab})
+                                           "chance_loss": filters[1].chance_loss, "vocab_size": vocab})
 
