@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from datadiet.data import Collator, TokenizedSplit, lm_contexts, load_dataset
-from datadiet.data.split import stratified_split
+from datadiet.data.split import flip_labels, stratified_split
 from datadiet.errors import DataError
 
 
@@ -140,3 +140,39 @@ def test_all_builtin_datasets_load():
             assert set(d.train.doc_ids.tolist()).isdisjoint(d.test.doc_ids.tolist())
         else:
             assert set(d.train.texts).isdisjoint(d.test.texts)
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_flip_labels_plants_exactly_the_requested_noise(num_classes):
+    labels = np.arange(200) % num_classes
+    new, pos = flip_labels(labels, fraction=0.1, num_classes=num_classes, seed=3)
+    assert len(pos) == 20 and np.all(np.diff(pos) > 0)
+    assert np.all(new[pos] != labels[pos]) and np.all((0 <= new) & (new < num_classes))
+    rest = np.setdiff1d(np.arange(200), pos)
+    assert np.array_equal(new[rest], labels[rest])
+    again, pos2 = flip_labels(labels, fraction=0.1, num_classes=num_classes, seed=3)
+    assert np.array_equal(again, new) and np.array_equal(pos2, pos)
+    assert not np.array_equal(flip_labels(labels, fraction=0.1, num_classes=num_classes, seed=4)[1], pos)
+
+
+def test_label_noise_config_flips_training_labels_only(tmp_path):
+    from datadiet.config import RunConfig
+    from datadiet.errors import ConfigError
+    from datadiet.runner import prepare
+
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"text": [f"text number {i}" for i in range(100)], "label": [i % 2 for i in range(100)]}).to_csv(
+        csv, index=False)
+    base = {"data": {"name": str(csv), "test_size": 0.2}, "model": {"name": "tiny-bert"}}
+    clean = prepare(RunConfig.from_dict(base))
+    noisy = prepare(RunConfig.from_dict({**base, "data": {**base["data"], "label_noise": 0.25}}))
+    tr_c, tr_n = clean[2], noisy[2]
+    flipped = set(tr_n.flipped_ids.tolist())
+    assert len(flipped) == 20  # round(0.25 * 80)
+    for i in range(len(tr_c)):
+        changed = tr_c[i]["labels"] != tr_n[i]["labels"]
+        assert changed == (int(tr_c.ids[i]) in flipped)
+        assert tr_n.labels[i] == tr_n[i]["labels"]
+    assert [t["labels"] for t in clean[3]] == [t["labels"] for t in noisy[3]], "the test split stays clean"
+    with pytest.raises(ConfigError, match="data.label_noise must be < 1"):
+        RunConfig.from_dict({**base, "data": {**base["data"], "label_noise": 1.0}})

@@ -28,6 +28,8 @@ class DataConfig:
     split_seed: int = 0  # fixed: the split does not change with the training seed
     context_length: int = 64  # causal LM: tokens per context
     max_contexts: int | None = None  # causal LM: subsample of train contexts
+    selection: str | None = None  # a selection file (`datadiet select`): train on those examples only
+    label_noise: float = 0.0  # flip this share of training labels (seeded by split_seed): planted noise
 
 
 @dataclass
@@ -121,6 +123,10 @@ class RunConfig:
             v = getattr(self.data, k)
             if v is not None:
                 check_int(f"data.{k}", v, min=1)
+        check_float("data.label_noise", self.data.label_noise, min=0.0, max=1.0, max_open=True)
+        if self.data.selection is not None and (not isinstance(self.data.selection, str) or not self.data.selection.strip()):
+            raise ConfigError(f"data.selection must be the path of a selection file (from `datadiet select`), "
+                              f"got {self.data.selection!r}")
         if self.data.task is not None:
             check_choice("data.task", self.data.task, ("classification", "causal_lm"))
         if not isinstance(self.method.params, dict):

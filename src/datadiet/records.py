@@ -48,9 +48,11 @@ def read_record(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON to ``path`` (its folder created) through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    tmp.write_text(json.dumps(data, indent=indent, default=_json_default))
     tmp.replace(path)
 
 

@@ -68,10 +68,98 @@ def tokenize_data(cfg: RunConfig, ds, loaded_model):
     return train, test, Collator(pad_token_id=loaded_model.pad_token_id)
 
 
-def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; return (and write) its run record."""
+def apply_selection_file(train, path: str | Path):
+    """Restrict a tokenized training split to the examples of a selection file (matched by stable id).
+
+    Returns ``(subset, info)``. Every id in the file must be in ``train``; otherwise the file was
+    made for other data and the error says how to recreate it.
+    """
+    from .selection import Selection
+
+    sel = Selection.load(path)
+    where = {int(i): p for p, i in enumerate(np.asarray(train.ids))}
+    missing = [int(i) for i in sel.ids if int(i) not in where]
+    if missing:
+        raise DataDietError(
+            f"selection file {str(path)!r} names {len(missing)} example ids that are not in this training set "
+            f"(e.g. {missing[:5]}): it was made for other data; recreate it with `datadiet select` for this config "
+            "(same data.name, data.max_train and data.split_seed)"
+        )
+    if sel.n_total != len(train):
+        log.warning("selection file %s was made on %d examples, this training set has %d; using its %d ids",
+                    path, sel.n_total, len(train), len(sel))
+    pos = np.sort(np.asarray([where[int(i)] for i in sel.ids], dtype=np.int64))
+    info = {"path": str(path), "method": sel.method, "params": sel.params, "n_selected": len(sel),
+            "n_total": int(sel.n_total)}
+    return _Subset(train, pos), info
+
+
+class _Subset(torch.utils.data.Dataset):
+    """The rows of a tokenized split at ``positions`` (keeps ``ids`` / ``labels`` aligned)."""
+
+    def __init__(self, base, positions: np.ndarray) -> None:
+        self.base = base
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.ids = np.asarray(base.ids)[self.positions]
+        labels = getattr(base, "labels", None)
+        self.labels = None if labels is None else np.asarray(labels)[self.positions]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int):
+        return self.base[int(self.positions[i])]
+
+
+def add_label_noise(train, *, fraction: float, num_classes: int | None, seed: int) -> np.ndarray:
+    """Flip ``fraction`` of a tokenized classification split's labels in place; returns the flipped ids.
+
+    Seeded by the split seed, so every training seed sees the same noisy set. The flipped ids are
+    kept on the split (``train.flipped_ids``) and written to the run record.
+    """
+    from .data.split import flip_labels
+
+    if getattr(train, "labels", None) is None or not num_classes:
+        raise DataDietError("data.label_noise needs a classification dataset with labels; remove it for causal-LM text")
+    new, pos = flip_labels(train.labels, fraction=fraction, num_classes=num_classes, seed=seed)
+    for p in pos.tolist():
+        train.features[p]["labels"] = int(new[p])
+    train.labels = new
+    train.flipped_ids = np.asarray(train.ids)[pos]
+    return train.flipped_ids
+
+
+def prepare(cfg: RunConfig, device: torch.device | None = None):
+    """Data, model and tokenized splits for ``cfg`` (what a run, ``datadiet score`` and ``select`` share).
+
+    Returns ``(ds, lm, train, test, collator, selection_info)``; ``lm.model`` is on ``device``; with
+    ``data.selection`` the training split holds only the selected examples.
+    """
     from .models import load_model
 
+    ds = load_data(cfg)
+    task, num_labels = ds.task, ds.num_labels
+    lm = load_model(cfg.model.name, task=task, num_labels=num_labels if task == "classification" else None,
+                    seed=cfg.train.seed)
+    train, test, collator = tokenize_data(cfg, ds, lm)
+    if cfg.data.label_noise:
+        add_label_noise(train, fraction=cfg.data.label_noise, num_classes=num_labels, seed=cfg.data.split_seed)
+    sel_info = None
+    if cfg.data.selection:
+        train, sel_info = apply_selection_file(train, cfg.data.selection)
+    lm.model.to(device if device is not None else resolve_device(cfg.train.device))
+    return ds, lm, train, test, collator, sel_info
+
+
+def plan_context(cfg: RunConfig, lm, train, collator, *, task: str, run_dir: str | Path | None = None) -> PlanContext:
+    t = cfg.train
+    return PlanContext(ids=np.asarray(train.ids), labels=getattr(train, "labels", None), seed=t.seed, task=task,
+                       batch_size=t.batch_size, epochs=t.epochs, model=lm, train_dataset=train, collator=collator,
+                       config=cfg, run_dir=run_dir)
+
+
+def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; return (and write) its run record."""
     t_total = time.perf_counter()
     method = build_method(cfg.method.name, cfg.method.params)  # validate before any work
     device = resolve_device(cfg.train.device)
@@ -83,21 +171,28 @@ def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = 
     record = RunRecord(rd, {"config": cfg.to_dict(), "env": env_info(), "device": str(device), "seeds": {"train": t.seed, "split": cfg.data.split_seed}})
     record.save()
     try:
-        ds = load_data(cfg)
+        ds, lm, train, test, collator, sel_info = prepare(cfg, device)
         task, num_labels = ds.task, ds.num_labels
-        lm = load_model(cfg.model.name, task=task, num_labels=num_labels if task == "classification" else None, seed=t.seed)
-        train, test, collator = tokenize_data(cfg, ds, lm)
-        model = lm.model.to(device)
+        model = lm.model
         autocast = torch.bfloat16 if t.bf16 else None
         record.update(data=ds.info, label_names=ds.label_names, method={"name": cfg.method.name, "params": method.params(),
                       "mechanism": method.mechanism, "saves": method.saves})
+        if sel_info is not None:
+            record.update(selection_file=sel_info)
+        if cfg.data.label_noise:
+            flipped = getattr(train, "flipped_ids", None)
+            if flipped is None:  # a selection file restricted the noisy split
+                flipped = getattr(getattr(train, "base", None), "flipped_ids", np.zeros(0, dtype=np.int64))
+            record.update(label_noise={"fraction": cfg.data.label_noise, "seed": cfg.data.split_seed,
+                                       "flipped_ids": [int(i) for i in flipped]})
 
         t0 = time.perf_counter()
-        ctx = PlanContext(ids=np.asarray(train.ids), labels=getattr(train, "labels", None), seed=t.seed, task=task,
-                          batch_size=t.batch_size, epochs=t.epochs, model=lm, train_dataset=train, collator=collator,
-                          config=cfg, run_dir=rd)
+        ctx = plan_context(cfg, lm, train, collator, task=task, run_dir=rd)
         plan = method.plan(ctx)
-        selection_s = time.perf_counter() - t0
+        # Selection work reused from a cache (e.g. data_diet's scoring runs) was paid earlier: it
+        # still counts, so that records compare methods at their full cost.
+        reused_s = float(plan.info.get("selection_reused_s", 0.0))
+        selection_s = time.perf_counter() - t0 + reused_s
         positions = None
         if plan.selection is not None:
             positions = plan.selection.indices
@@ -138,6 +233,7 @@ def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = 
             timings={
                 "wall_clock_s": selection_s + res.train_s,
                 "selection_s": selection_s,
+                "selection_reused_s": reused_s,
                 "train_s": res.train_s,
                 "filter_s": summary["timings"].get("filter_s", 0.0),
                 "eval_s": eval_s,
@@ -186,6 +282,9 @@ def check_config(cfg: RunConfig) -> None:
     name = cfg.data.name
     from .data.load import FILE_SUFFIXES
 
+    sel = cfg.data.selection
+    if sel and not Path(sel).exists():
+        raise DataDietError(f"data.selection file {sel!r} does not exist; create one with `datadiet select` or fix the path")
     if name not in BUILTIN and Path(name).suffix.lower() in FILE_SUFFIXES and not Path(name).exists():
         raise DataDietError(f"data file {name!r} does not exist; check the path")
     if name not in BUILTIN and not Path(name).exists() and "/" not in name:
@@ -195,4 +294,5 @@ def check_config(cfg: RunConfig) -> None:
         raise unknown_name("model", m, MODELS, extra=" Or give a local folder, or a hub name like 'org/model'.")
 
 
-__all__ = ["run", "check_config", "load_data", "tokenize_data", "default_run_name", "DataDietError"]
+__all__ = ["run", "check_config", "load_data", "tokenize_data", "prepare", "plan_context", "apply_selection_file",
+           "default_run_name", "DataDietError"]

@@ -118,3 +118,23 @@ def encode_labels(values: pd.Series, *, name: str, column: str) -> tuple[np.ndar
         )
     index = {n: i for i, n in enumerate(names)}
     return as_str.map(index).to_numpy(dtype=np.int64), names
+
+
+def flip_labels(labels: np.ndarray, *, fraction: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pure: flip ``round(fraction * n)`` labels, chosen uniformly, each to a different class drawn uniformly.
+
+    Returns ``(new_labels, flipped_positions)`` (positions sorted). For planted-noise experiments:
+    the flipped examples are the planted truth a scorer should rank as hard.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"label noise fraction must be in [0, 1], got {fraction}")
+    if num_classes < 2:
+        raise ValueError(f"label noise needs at least 2 classes, got {num_classes}")
+    rng = np.random.default_rng(seed)
+    k = int(round(fraction * len(labels)))
+    pos = np.sort(rng.permutation(len(labels))[:k])
+    shift = rng.integers(1, num_classes, size=k)  # 1 .. C-1: never the original class
+    out = labels.copy()
+    out[pos] = (labels[pos] + shift) % num_classes
+    return out, pos

@@ -11,8 +11,27 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataDietError
+from ..records import write_json_atomic
 
 FORMAT = "datadiet.selection/1"
+
+
+def read_format_file(path: str | Path, *, fmt: str, what: str, command: str) -> dict[str, Any]:
+    """The JSON object in ``path``, checked to be a ``fmt`` file; a DataDietError that names the
+    fix (``datadiet <command>``) when it is missing, not JSON or of another format."""
+    p = Path(path)
+    fix = f"`datadiet {command}`"
+    if not p.exists():
+        raise DataDietError(f"{what} file {str(p)!r} does not exist; create one with {fix}")
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataDietError(f"{what} file {str(p)!r} is not valid JSON ({e}); recreate it with {fix}") from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        got = d.get("format") if isinstance(d, dict) else None
+        raise DataDietError(f"{str(p)!r} is not a datadiet {what} file (format {got!r}, expected {fmt!r}); "
+                            f"create one with {fix}")
+    return d
 
 
 @dataclass(frozen=True)
@@ -59,23 +78,12 @@ class Selection:
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        tmp.replace(p)
+        write_json_atomic(p, self.to_dict(), indent=None)
         return p
 
     @classmethod
     def load(cls, path: str | Path) -> Selection:
-        p = Path(path)
-        if not p.exists():
-            raise DataDietError(f"selection file {str(p)!r} does not exist; create one with `datadiet select`")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise DataDietError(f"selection file {str(p)!r} is not valid JSON ({e}); recreate it") from None
-        if d.get("format") != FORMAT:
-            raise DataDietError(f"{str(p)!r} is not a datadiet selection file (format {d.get('format')!r}, expected {FORMAT!r})")
+        d = read_format_file(path, fmt=FORMAT, what="selection", command="select")
         arr = lambda k: None if d.get(k) is None else np.asarray(d[k])  # noqa: E731
         return cls(method=d["method"], indices=np.asarray(d["indices"], dtype=np.int64),
                    ids=np.asarray(d["ids"], dtype=np.int64), n_total=int(d["n_total"]), params=d.get("params", {}),
