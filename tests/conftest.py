@@ -87,3 +87,29 @@ def resume_vs_uninterrupted(build, ds, collator, *, epochs: int, stop_after: int
     assert e3.epoch == stop_after
     fit(m3, ds, engine=e3, epochs=epochs, optimizer=o3, **kw)
     return (m1, e1), (m3, e3)
+
+
+def cli_error(capsys, argv) -> str:
+    """Run ``datadiet`` with ``argv``; assert exit 2 and exactly one clean ``error:`` line; return it."""
+    from datadiet.cli.main import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "error: " in err and "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+class RecordingAdamW(torch.optim.AdamW):
+    """AdamW that records ``(examples seen by engine, lr)`` at every step in ``trace``."""
+
+    def __init__(self, params, engine, **kw):
+        super().__init__(params, **kw)
+        self.engine = engine
+        self.trace = []  # (examples seen when stepping, lr)
+
+    def step(self, closure=None):
+        self.trace.append((self.engine.counts.examples_seen, self.param_groups[0]["lr"]))
+        return super().step(closure)

@@ -18,6 +18,9 @@ QUICK_PARAMS = {
     "infobatch": {},
     "loss_threshold": {},
     "multistage": {"switch_window": 2, "meta_loss_threshold": 5.0},
+    "data_diet": {"score_seeds": 1, "score_steps": 2, "keep": 0.5, "cache": False},
+    "data_diet_dynamic": {"keep": 0.5},
+    "ingenious": {"fraction": 0.5, "cache": False},
 }
 
 

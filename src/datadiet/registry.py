@@ -7,11 +7,14 @@ from typing import Any
 
 from .errors import ConfigError, suggest, unknown_name
 from .method import Full
+from .online.data_diet_dynamic import DataDietDynamicMethod
 from .online.infobatch import InfoBatchMethod
 from .online.loss_threshold import LossThresholdMethod
 from .online.multistage import MultistageMethod
 from .online.random_skip import RandomSkipMethod
 from .online.selective_backprop import SelectiveBackpropMethod
+from .selection.data_diet import DataDiet
+from .selection.ingenious import Ingenious
 from .selection.random_subset import RandomSubset
 
 METHODS: dict[str, type] = {
@@ -22,6 +25,9 @@ METHODS: dict[str, type] = {
     "infobatch": InfoBatchMethod,
     "loss_threshold": LossThresholdMethod,
     "multistage": MultistageMethod,
+    "data_diet": DataDiet,
+    "data_diet_dynamic": DataDietDynamicMethod,
+    "ingenious": Ingenious,
 }
 
 

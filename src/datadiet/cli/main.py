@@ -1,4 +1,5 @@
-"""``datadiet`` command line: ``train``, ``demo``, ``bench``, ``report``, ``env``, ``datasets``, ``models``, ``methods``.
+"""``datadiet`` command line: ``train``, ``demo``, ``bench``, ``report``, ``score``, ``select``, ``env``, ``datasets``,
+``models``, ``methods``.
 
 Every subcommand is one :class:`Command` in :data:`COMMANDS`: a name, a one-line help, a function
 that adds its arguments to an ``argparse`` parser, and a handler ``(args) -> exit code``. Adding a
@@ -12,6 +13,7 @@ as a traceback; Ctrl-C exits with status 130.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -303,6 +305,191 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------------ score / select
+def _add_config_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--config", "-c", metavar="FILE.yaml", required=required,
+                   help="run configuration (data, model, training settings; see configs/)")
+    p.add_argument("--set", "-s", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set data.max_train=2000 (repeatable)")
+
+
+def _add_score(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p, required=False)
+    p.add_argument("--score", default=None, metavar="KIND",
+                   help="el2n, grand (all parameters) or grand_head (final Linear layer); default: the config's "
+                        "data_diet method.params.score, else el2n")
+    p.add_argument("--seeds", type=int, default=None, metavar="S", help="scoring runs to average (default: 5)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--score-epochs", type=float, default=None, metavar="E",
+                   help="fine-tune each scoring run this many epochs before scoring (default: 1.0)")
+    g.add_argument("--score-steps", type=int, default=None, metavar="T", help="... or this many optimizer steps")
+    p.add_argument("--no-cache", dest="cache", action="store_false", default=None,
+                   help="neither read nor write the score cache (recompute every scoring run)")
+    p.add_argument("--out", metavar="FILE.json",
+                   help="scores file to write (default: OUTPUT_DIR/scores/DATA-MODEL-SCORE.json)")
+
+
+def _data_diet_from(cfg, **flags: Any):
+    """A DataDiet built from the config's data_diet parameters (if any) with command-line overrides."""
+    from ..selection.data_diet import DataDiet
+
+    from ..registry import build_method
+
+    params = dict(cfg.method.params) if cfg.method.name == DataDiet.name else {}
+    if flags.get("score_epochs") is not None or flags.get("score_steps") is not None:
+        params.pop("score_epochs", None)
+        params.pop("score_steps", None)
+    params.update({k: v for k, v in flags.items() if v is not None})
+    return build_method(DataDiet.name, params)
+
+
+def _load_cfg(args: argparse.Namespace):
+    from ..config import load_config
+    from ..runner import check_config
+
+    cfg = load_config(args.config, args.overrides)
+    check_config(cfg)
+    return cfg
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ..runner import plan_context, prepare
+
+    cfg = _load_cfg(args)
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (the number of scoring runs), got {args.seeds}")
+    dd = _data_diet_from(cfg, score=args.score, score_seeds=args.seeds, score_epochs=args.score_epochs,
+                         score_steps=args.score_steps, cache=args.cache)
+    out = Path(args.out) if args.out else (
+        Path(cfg.output_dir) / "scores" / f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-{dd.score}.json")
+    ds, lm, train, _test, collator, _ = prepare(cfg)
+    ctx = plan_context(cfg, lm, train, collator, task=ds.task)
+    log.info("score: %s | %s | %s, %d scoring run(s) of %d steps each", cfg.data.name, cfg.model.name, dd.score,
+             dd.score_seeds, dd.scoring_steps(len(train), cfg.train.batch_size))
+    res = dd.compute_scores(ctx, progress=not args.quiet)
+    res.save(out)
+    q = sorted(res.scores)
+    q = (q[0], q[len(q) // 2], q[-1])
+    hits = sum(res.cached)
+    _out(f"{res.kind} scores of {len(res)} examples, mean of {len(res.seeds)} scoring run(s) "
+         f"(seeds {', '.join(map(str, res.seeds))}) at step {res.steps}: min {q[0]:.4f}  median {q[1]:.4f}  max {q[2]:.4f}")
+    _out(f"cost: {res.cost_s:.1f} s of scoring runs" + (f" ({hits} run(s) from the cache, {res.reused_s:.1f} s paid earlier; "
+         f"{res.spent_s:.1f} s spent now)" if hits else ""))
+    _out(f"scores file: {out}")
+    _out(f"select with: datadiet select --scores {out} -p mode=top keep=0.7 --out selection.json")
+    return EXIT_OK
+
+
+def _add_select(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scores", metavar="FILE.json", help="a scores file from `datadiet score` (no model needed)")
+    _add_config_args(p, required=False)
+    p.add_argument("--method", "-m", default=None, metavar="NAME",
+                   help="an offline selection method (mechanism prune, see `datadiet methods`); default: the "
+                        "config's method if it is one, else data_diet")
+    p.add_argument("--param", "-p", dest="params", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="method parameter, e.g. -p mode=offset offset=0.05 keep=0.7 stratified=true "
+                        "(values parsed as YAML; override the config's method.params)")
+    p.add_argument("--out", metavar="FILE.json",
+                   help="selection file to write (default: beside the scores file, or OUTPUT_DIR/selections/...)")
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    from ..config import parse_override
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"-p {item!r} must look like KEY=VALUE, e.g. -p keep=0.7")
+        path, value = parse_override(item)
+        if len(path) != 1:
+            raise ConfigError(f"-p {item!r}: method parameters are plain names, e.g. -p keep=0.7")
+        out[path[0]] = value
+    return out
+
+
+def _prune_methods() -> list[str]:
+    from ..registry import METHODS
+
+    return [n for n, c in METHODS.items() if getattr(c, "mechanism", None) == "prune"]
+
+
+def _check_prune_method(name: str) -> None:
+    from ..errors import unknown_name
+    from ..registry import METHODS
+
+    if name not in METHODS:
+        raise unknown_name("method", name, METHODS)
+    mech = getattr(METHODS[name], "mechanism", None)
+    if mech != "prune":
+        raise DataDietError(f"method {name!r} is not an offline selector (its mechanism is {mech!r}); "
+                            f"choose one of: {', '.join(_prune_methods())}")
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from ..registry import build_method
+
+    params = _parse_params(args.params)
+    if args.scores and (args.config or args.overrides):
+        raise DataDietError("give --scores FILE or --config FILE, not both (a scores file already fixes the data)")
+    if not args.scores and not args.config:
+        raise DataDietError("give --scores FILE (from `datadiet score`) or --config FILE (scores are computed, or "
+                            "taken from the cache, for that config)")
+    if args.scores:
+        from ..selection.score_runs import ScoreResult
+
+        name = args.method or "data_diet"
+        _check_prune_method(name)
+        res = ScoreResult.load(args.scores)
+        scoring = {"score_seeds", "score_epochs", "score_steps", "cache", "grand_chunk_size"}
+        bad = sorted(scoring & set(params))
+        if bad:
+            raise DataDietError(f"-p {', '.join(bad)}: these set how scores are computed, and --scores already holds "
+                                f"them; drop them, or recompute with `datadiet score`")
+        from ..registry import METHODS
+
+        if not hasattr(METHODS[name], "select_from_scores"):
+            raise DataDietError(f"method {name!r} cannot select from a scores file; use --config FILE instead "
+                                "(or -p mode=random with data_diet for the random baseline)")
+        params.setdefault("score", res.kind)
+        method = build_method(name, params)
+        sel = method.select_from_scores(res)
+        out = Path(args.out) if args.out else Path(args.scores).with_name(Path(args.scores).stem + f"-{name}-selection.json")
+    else:
+        from ..runner import plan_context, prepare
+
+        cfg = _load_cfg(args)
+        name = args.method or (cfg.method.name if cfg.method.name in _prune_methods() else "data_diet")
+        _check_prune_method(name)
+        base = dict(cfg.method.params) if cfg.method.name == name else {}
+        method = build_method(name, {**base, **params})
+        if getattr(method, "reselect_every", None) is not None:
+            raise DataDietError(f"method {name!r} with reselect_every={method.reselect_every} draws a new subset "
+                                "during training, which a selection file cannot hold; drop reselect_every here "
+                                "(-p reselect_every=null writes the first subset) or train with the method itself")
+        ds, lm, train, _test, collator, _ = prepare(cfg)
+        ctx = plan_context(cfg, lm, train, collator, task=ds.task)
+        # methods whose selection does long work (embedding, scoring) may show a progress bar
+        kw = {"progress": not args.quiet} if "progress" in inspect.signature(method.plan).parameters else {}
+        plan = method.plan(ctx, **kw)
+        if plan.selection is None:
+            raise DataDietError(f"method {name!r} returned no selection for this config; choose one of: "
+                                f"{', '.join(_prune_methods())}")
+        sel = plan.selection
+        out = Path(args.out) if args.out else (
+            Path(cfg.output_dir) / "selections" / f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-{name}.json")
+    sel.save(out)
+    _out(f"{sel.method}: kept {len(sel)} of {sel.n_total} examples ({sel.fraction:.1%})"
+         + (f"; classes {sel.info['class_counts']}" if "class_counts" in sel.info else ""))
+    cost = sel.info.get("cost")
+    if isinstance(cost, dict) and "cost_s" in cost:
+        reused = float(cost.get("reused_s", 0.0))
+        _out(f"selection cost: {cost['cost_s']:.1f} s" + (f" ({reused:.1f} s of it paid earlier, taken from the cache)"
+                                                          if reused > 0 else ""))
+    _out(f"selection file: {out}")
+    _out(f"train on it with: datadiet train --config CONFIG --set data.selection={out}")
+    return EXIT_OK
+
+
 # -------------------------------------------------------------------------------------- registration
 COMMANDS: list[Command] = [
     Command("train", "train and evaluate one configuration", _add_train, cmd_train),
@@ -313,9 +500,9 @@ COMMANDS: list[Command] = [
     Command("methods", "list the methods, their mechanism, what they save and their parameters", _add_listing, cmd_methods),
     Command("bench", "run a benchmark suite (datasets x methods x seeds), resumable", _add_bench, cmd_bench),
     Command("report", "turn a benchmark's results.jsonl into report.md and a self-contained report.html", _add_report, cmd_report),
-    # ---- To be added (one `_add_<name>(parser)` + one `cmd_<name>(args) -> int` + one line here each):
-    # Command("select", "run an offline selector and write a selection file", _add_select, cmd_select),
-    # Command("score", "score training examples with a model (losses, margins, ...)", _add_score, cmd_score),
+    Command("score", "score training examples (EL2N / GraNd after S short fine-tuning runs), cached, into a scores file",
+            _add_score, cmd_score),
+    Command("select", "run an offline selector (scores file or config) and write a selection file", _add_select, cmd_select),
 ]
 
 
