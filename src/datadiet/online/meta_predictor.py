@@ -157,13 +157,24 @@ class BernoulliNaiveBayes:
             jll.index_add_(0, rows, delta[:, toks].T)
         return jll
 
-    def predict_log_proba(self, rows: torch.Tensor, toks: torch.Tensor, n: int) -> torch.Tensor:
-        """``log P(c | x)``: [n, 2] (column 1: important)."""
+    @staticmethod
+    def _fold(rows: torch.Tensor, toks: torch.Tensor, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One more present feature per row (``extra[i]`` for row i), as presence pairs."""
+        if extra is None:
+            return rows, toks
+        return torch.cat([rows, torch.arange(len(extra))]), torch.cat([toks, extra])
+
+    def predict_log_proba(self, rows: torch.Tensor, toks: torch.Tensor, n: int,
+                          extra: torch.Tensor | None = None) -> torch.Tensor:
+        """``log P(c | x)``: [n, 2] (column 1: important); ``extra``: one more feature id per row, or None."""
+        rows, toks = self._fold(rows, toks, extra)
         jll = self.joint_log_likelihood(rows, toks, n)
         return jll - torch.logsumexp(jll, dim=1, keepdim=True)
 
-    def partial_fit(self, rows: torch.Tensor, toks: torch.Tensor, y: torch.Tensor) -> None:
+    def partial_fit(self, rows: torch.Tensor, toks: torch.Tensor, y: torch.Tensor,
+                    extra: torch.Tensor | None = None) -> None:
         """Add ``len(y)`` examples with labels ``y`` (0/1) to the counts."""
+        rows, toks = self._fold(rows, toks, extra)
         self._check_tokens(toks)
         y = y.to(torch.long)
         self.class_count += torch.bincount(y, minlength=2).to(torch.float64)
@@ -435,7 +446,7 @@ class MetaPredictor(OnlineFilter):
         keep = torch.ones(n, dtype=torch.bool)
         if stage == 2:
             rows, feats, extra = self._features(batch.ids, batch.input_ids, batch.attention_mask)
-            p_important = self._log_proba(rows, feats, extra, n)[:, 1].exp()
+            p_important = self.model.predict_log_proba(rows, feats, n, extra)[:, 1].exp()
             unimportant = p_important < self.decision_threshold
             explore = unimportant & (u < self.explore_fraction)
             keep = ~unimportant | explore
@@ -472,7 +483,7 @@ class MetaPredictor(OnlineFilter):
         am = None if batch.attention_mask is None else batch.attention_mask[sel]
         rows, feats, extra = self._features(batch.ids[sel], batch.input_ids[sel], am, tau=tau)
         m = len(first)
-        logp = self._log_proba(rows, feats, extra, m)  # measured before fitting on this batch
+        logp = self.model.predict_log_proba(rows, feats, m, extra)  # measured before fitting on this batch
         ll = float(-logp.gather(1, y.unsqueeze(1)).clamp(min=_LOG_EPS).mean())
         acc = float((logp.argmax(dim=1) == y).to(torch.float64).mean())
         c = self._c
@@ -481,12 +492,7 @@ class MetaPredictor(OnlineFilter):
         base_ll = float(-(yf * math.log(b) + (1 - yf) * math.log(1 - b)).mean())
         self._recent.append((ll, acc, base_ll))
         self.history.append((self._c["seen"], ll, acc, self.current_stage))
-        if self.predictor == "naive_bayes":
-            if extra is not None:
-                rows, feats = torch.cat([rows, torch.arange(m)]), torch.cat([feats, extra])
-            self.model.partial_fit(rows, feats, y)
-        else:
-            self.model.partial_fit(rows, feats, y, extra)
+        self.model.partial_fit(rows, feats, y, extra)
         if self.loss_memory:  # updated after fitting: a label never sees its own loss as a feature
             for i, v in zip(batch.ids[sel].tolist(), losses[sel].tolist()):
                 self._last_loss[int(i)] = float(v)
@@ -508,13 +514,6 @@ class MetaPredictor(OnlineFilter):
             last = torch.tensor([self._last_loss.get(int(i), math.nan) for i in ids.tolist()], dtype=torch.float64)
             extra = self._memory_base + memory_bucket(last, tau if tau is not None else math.inf)
         return rows, feats, extra
-
-    def _log_proba(self, rows: torch.Tensor, feats: torch.Tensor, extra: torch.Tensor | None, n: int) -> torch.Tensor:
-        if self.predictor == "logistic":
-            return self.model.predict_log_proba(rows, feats, n, extra)
-        if extra is not None:
-            rows, feats = torch.cat([rows, torch.arange(n)]), torch.cat([feats, extra])
-        return self.model.predict_log_proba(rows, feats, n)
 
     def _maybe_switch(self) -> None:
         if self.switch is not None or not self._warmed_up() or len(self._recent) < self.switch_window:

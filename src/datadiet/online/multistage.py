@@ -136,49 +136,27 @@ class MultistageMethod:
         # Stages 0-1 are exactly the ``loss_threshold`` method: validate and build through it.
         self._loss_threshold = LossThresholdMethod(warmup_fraction=warmup_fraction, window=window,
                                                    tau_mode=tau_mode, tau=tau, chance_guard=chance_guard)
-        lt = self._loss_threshold
-        self.warmup_fraction, self.window, self.tau_mode, self.tau = lt.warmup_fraction, lt.window, lt.tau_mode, lt.tau
-        self.chance_guard = lt.chance_guard
         self.vocab_size = None if vocab_size is None else check_int("vocab_size", vocab_size, min=1)
         self.seed = None if seed is None else check_int("seed", seed, min=0)
-        self.switch_window = switch_window
-        self.meta_loss_threshold = meta_loss_threshold
-        self.meta_min_accuracy = meta_min_accuracy
-        self.meta_skill_threshold = meta_skill_threshold
-        self.decision_threshold = decision_threshold
-        self.explore_fraction = explore_fraction
-        self.predictor, self.alpha, self.feature_space, self.lr = predictor, alpha, feature_space, lr
-        self.ngrams, self.loss_memory = ngrams, loss_memory
-        self.fit_during_warmup = fit_during_warmup
-        probe = self._meta(LossThreshold(warmup_examples=1), vocab_size=self.vocab_size or 8, seed=0)  # validate early
-        self.switch_window, self.meta_loss_threshold = probe.switch_window, probe.meta_loss_threshold
-        self.meta_min_accuracy, self.decision_threshold = probe.meta_min_accuracy, probe.decision_threshold
-        self.meta_skill_threshold = probe.meta_skill_threshold
-        self.explore_fraction, self.alpha = probe.explore_fraction, probe.alpha
-        self.feature_space, self.predictor, self.lr = probe.feature_space, probe.predictor, probe.lr
-        self.ngrams, self.loss_memory = probe.ngrams, probe.loss_memory
+        # Stage 2's parameters go to the MetaPredictor as they are; a probe validates them now and
+        # gives back their resolved values.
+        meta = dict(switch_window=switch_window, meta_loss_threshold=meta_loss_threshold,
+                    meta_min_accuracy=meta_min_accuracy, meta_skill_threshold=meta_skill_threshold,
+                    decision_threshold=decision_threshold, explore_fraction=explore_fraction, predictor=predictor,
+                    alpha=alpha, feature_space=feature_space, lr=lr, ngrams=ngrams, loss_memory=loss_memory,
+                    fit_during_warmup=fit_during_warmup)
+        probe = MetaPredictor(threshold=LossThreshold(warmup_examples=1), vocab_size=self.vocab_size or 8, seed=0,
+                              **meta)
+        self._meta_params = {k: getattr(probe, k) for k in meta}
+        for k, v in {**self._loss_threshold.params(), **self._meta_params}.items():
+            setattr(self, k, v)  # readable as attributes, like every method's parameters
 
     def _meta(self, lt: LossThreshold, *, vocab_size: int | None, seed: int) -> MetaPredictor:
-        return MetaPredictor(
-            threshold=lt, vocab_size=vocab_size, predictor=self.predictor, alpha=self.alpha,
-            feature_space=self.feature_space, lr=self.lr, ngrams=self.ngrams, loss_memory=self.loss_memory,
-            switch_window=self.switch_window,
-            meta_loss_threshold=self.meta_loss_threshold, meta_min_accuracy=self.meta_min_accuracy,
-            meta_skill_threshold=self.meta_skill_threshold,
-            decision_threshold=self.decision_threshold, explore_fraction=self.explore_fraction,
-            fit_during_warmup=self.fit_during_warmup, seed=seed,
-        )
+        return MetaPredictor(threshold=lt, vocab_size=vocab_size, seed=seed, **self._meta_params)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "warmup_fraction": self.warmup_fraction, "window": self.window, "tau_mode": self.tau_mode,
-            "tau": self.tau, "chance_guard": self.chance_guard, "switch_window": self.switch_window, "meta_loss_threshold": self.meta_loss_threshold,
-            "meta_min_accuracy": self.meta_min_accuracy, "meta_skill_threshold": self.meta_skill_threshold,
-            "decision_threshold": self.decision_threshold,
-            "explore_fraction": self.explore_fraction, "predictor": self.predictor, "alpha": self.alpha,
-            "feature_space": self.feature_space, "lr": self.lr, "ngrams": self.ngrams, "loss_memory": self.loss_memory,
-            "fit_during_warmup": self.fit_during_warmup, "vocab_size": self.vocab_size, "seed": self.seed,
-        }
+        return {**self._loss_threshold.params(), **self._meta_params, "vocab_size": self.vocab_size,
+                "seed": self.seed}
 
     def build_filters(self, *, n_first_epoch: int, seed: int, vocab_size: int | None = None,
                       num_classes: int | None = None) -> list:
