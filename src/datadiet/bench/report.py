@@ -8,9 +8,12 @@ and keeps each cell's run folder with its ``record.json``. This module turns the
   median wall-clock, speed-up and quality change against ``full`` of the same dataset and suite,
   fractions of examples forwarded / backpropagated relative to ``full``;
 * :func:`write_report` - ``report.md`` (tables) and ``report.html`` (tables + inline SVG plots, no
-  network: no scripts, styles or fonts from elsewhere).
+  network: no scripts, styles or fonts from elsewhere). Sections whose run folders hold data diet
+  ``scores.json`` files also get a scores view (:mod:`datadiet.bench.scores_view`: per-class score
+  histograms, the highest-scoring examples, the AUROC for planted label flips).
 
-Only the standard library is imported; the report never prints (it logs).
+Only the standard library is imported here (the scores view, imported when a section has scores
+files, uses numpy); the report never prints (it logs).
 """
 
 from __future__ import annotations
@@ -238,9 +241,34 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                                                      ref["median_examples_backpropagated"]) if ref else None),
                 "forward_fraction_vs_full": (_ratio(s["median_examples_forwarded"], ref["median_examples_forwarded"])
                                              if ref else None),
+                "paired_vs_full": (_paired_test(rs, by_label[ref_label])
+                                   if same_metric and label != ref_label else None),
             }
             out.append(row)
     return out
+
+
+PAIRED_MIN_SEEDS = 5
+
+
+def _paired_test(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Exact Wilcoxon signed-rank test of this label's metric against the reference's, paired by seed.
+
+    ``None`` with fewer than :data:`PAIRED_MIN_SEEDS` common seeds (too few for any p < 0.05).
+    ``p_better``: the one-sided p that this label beats the reference (in the metric's direction).
+    """
+    from .stats import wilcoxon_signed_rank
+
+    mine = {r.get("seed"): _num(r.get("value")) for r in rs}
+    ref = {r.get("seed"): _num(r.get("value")) for r in ref_rs}
+    common = sorted((k for k in mine if k in ref and mine[k] is not None and ref[k] is not None), key=str)
+    if len(common) < PAIRED_MIN_SEEDS:
+        return None
+    a, b = [mine[k] for k in common], [ref[k] for k in common]
+    w = wilcoxon_signed_rank(a, b)
+    better = w.p_greater if higher_is_better(_most_common(rs, "metric")) else w.p_less
+    wins = sum((x > y) if higher_is_better(_most_common(rs, "metric")) else (x < y) for x, y in zip(a, b))
+    return {"n": len(common), "wins": int(wins), "p_better": better, "p_two_sided": w.p_two_sided}
 
 
 def _label_stats(rs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -309,7 +337,15 @@ def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
         ("backprop fraction vs full", lambda s: _fmt(s["backprop_fraction_vs_full"], 2)),
         ("forward fraction vs full", lambda s: _fmt(s["forward_fraction_vs_full"], 2)),
         ("optimizer steps median", lambda s: _fmt_count(s["median_optimizer_steps"])),
+        *([("paired vs full: wins, p (Wilcoxon)", _paired_txt)] if any(s.get("paired_vs_full") for s in srows) else []),
     ]
+
+
+def _paired_txt(s: dict[str, Any]) -> str:
+    t = s.get("paired_vs_full")
+    if not t:
+        return DASH
+    return f"{t['wins']}/{t['n']}, one-sided {t['p_better']:.3g}, two-sided {t['p_two_sided']:.3g}"
 
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
@@ -363,7 +399,7 @@ def _section_title(suite: Any, dataset: Any, multi_suite: bool) -> str:
 
 
 def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
-              failed: list[dict[str, Any]], generated: str) -> str:
+              failed: list[dict[str, Any]], generated: str, scores: dict[tuple, Any] | None = None) -> str:
     suites = _uniq(rows, "suite")
     out = [f"# {_md(title)}", ""]
     out.append(f"- suite: {', '.join(_md(s) for s in suites) or DASH}")
@@ -389,6 +425,11 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, An
         for s in srows:
             out.append("| " + " | ".join(_md(f(s)) if i == 0 else f(s) for i, (_, f) in enumerate(cols)) + " |")
         out.append("")
+        part = (scores or {}).get((suite, dataset))
+        if part is not None:
+            from .scores_view import markdown_part
+
+            out += markdown_part(part)
     if failed:
         out += ["## Failed cells", ""]
         for r in failed:
@@ -852,7 +893,8 @@ def _slug(*parts: Any) -> str:
 
 
 def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]], failed: list[dict[str, Any]],
-          records: dict[int, dict[str, Any]], generated: str) -> tuple[str, int]:
+          records: dict[int, dict[str, Any]], generated: str, scores: dict[tuple, Any] | None = None,
+          scores_top: int = 20) -> tuple[str, int]:
     colors = _colors(summary)
     suites = _uniq(rows, "suite")
     multi = len(suites) > 1
@@ -901,6 +943,13 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
             body.append('<p class="note">Not plotted: ' + _E("; ".join(notes)) + ".</p>")
         body.append(f"<details><summary>all {sum(len(v) for v in by_label.values())} finished cells</summary>"
                     + _cells_table(srows, by_label) + "</details>")
+        part = (scores or {}).get((suite, dataset))
+        if part is not None:
+            from .scores_view import html_part
+
+            html_part_, n = html_part(part, top=scores_top, anchor=f"{sid}-scores")
+            body.append(html_part_)
+            n_plots += n
         body.append("</section>")
     if failed:
         body.append("<h2>Failed cells</h2><ul>")
@@ -921,6 +970,9 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         toc = "<p class=\"note\">Datasets: " + " · ".join(
             f'<a href="#{_E(ids[(su, d)])}">{_E(_section_title(su, d, multi))}</a>'
             for su, d in _by_section(summary)) + "</p>"
+    extra_css = ""
+    if scores:
+        from .scores_view import SCORES_CSS as extra_css
     script = ("<script>(function(){var b=document.body;b.dataset.rendered='1';"
               "var n=document.querySelectorAll('svg.plot').length;var e=document.getElementById('plot-count');"
               "if(e){e.textContent=String(n);}})();</script>")
@@ -930,7 +982,7 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_E(title)}</title>
-<style>{_CSS}</style>
+<style>{_CSS}{extra_css}</style>
 </head>
 <body>
 <h1>{_E(title)}</h1>
@@ -949,11 +1001,15 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
 # ----------------------------------------------------------------------------------------------
 
 
-def write_report(dir: str | Path, *, title: str | None = None) -> tuple[Path, Path]:
+def write_report(dir: str | Path, *, title: str | None = None, scores_top: int = 20) -> tuple[Path, Path]:
     """Write ``DIR/report.md`` and a self-contained ``DIR/report.html`` from ``DIR/results.jsonl``.
 
     Run records (``DIR/<run_dir>/record.json``) feed the skip-rate and learning-curve plots when
-    present; missing or unreadable records only drop those plots. Returns (markdown, html) paths.
+    present; missing or unreadable records only drop those plots. Sections whose run folders hold
+    ``scores.json`` files (data diet runs) get a scores view: per-class histograms and the
+    ``scores_top`` highest-scoring examples in the HTML, the top 10 in the Markdown. Texts are
+    recovered from the dataset (offline only); without them the view shows ids and labels. Returns
+    (markdown, html) paths.
     """
     root = Path(dir)
     path = root / RESULTS
@@ -968,9 +1024,14 @@ def write_report(dir: str | Path, *, title: str | None = None) -> tuple[Path, Pa
         title = "datadiet benchmark report" + (f": {', '.join(suites)}" if suites else "")
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     records = _load_records(root, rows)
+    scores = None
+    if any(r.get("run_dir") and (root / str(r["run_dir"]) / "scores.json").is_file() for r in rows):
+        from .scores_view import collect_scores
+
+        scores = collect_scores(root, rows, records) or None
     md_path, html_path = root / REPORT_MD, root / REPORT_HTML
-    _write_atomic(md_path, _markdown(title, rows, summary, failed, generated))
-    doc, n_plots = _html(title, rows, summary, failed, records, generated)
+    _write_atomic(md_path, _markdown(title, rows, summary, failed, generated, scores))
+    doc, n_plots = _html(title, rows, summary, failed, records, generated, scores, scores_top)
     _write_atomic(html_path, doc)
     log.info("report: %s, %s (%d plots, %d finished cells, %d failed)", md_path, html_path, n_plots, len(rows),
              len(failed))

@@ -290,18 +290,57 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="DIR", help="a benchmark results folder (holding results.jsonl)")
+    p.add_argument("dir", metavar="DIR", nargs="?", default=None,
+                   help="a benchmark results folder (holding results.jsonl)")
     p.add_argument("--title", default=None, help="report title")
+    p.add_argument("--scores", metavar="FILE.json", default=None,
+                   help="instead of DIR: write the scores view (score histograms per class, the highest-scoring "
+                        "examples) of one scores file from `datadiet score` or a data_diet run folder")
+    p.add_argument("--out", metavar="FILE.html", default=None,
+                   help="with --scores: the page to write (default: FILE-scores.html beside the scores file)")
+    p.add_argument("--config", "-c", metavar="FILE.yaml", default=None,
+                   help="with --scores: the config the scores were computed with, to show the examples' texts "
+                        "(default: the run record beside the scores file, if any; else ids and labels only)")
+    p.add_argument("--top", type=int, default=20, metavar="N",
+                   help="highest-scoring examples to list in the HTML scores view (default: %(default)s)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise DataDietError(f"--top must be >= 1 (the number of examples to list), got {args.top}")
+    if args.scores is not None:
+        if args.dir is not None:
+            raise DataDietError("give DIR (a benchmark results folder) or --scores FILE, not both")
+        return _report_scores(args)
+    if args.out is not None or args.config is not None:
+        raise DataDietError("--out and --config go with --scores FILE; a benchmark report is written into DIR")
+    if args.dir is None:
+        raise DataDietError("give DIR (a benchmark results folder holding results.jsonl) or --scores FILE "
+                            "(a scores file from `datadiet score`)")
     from ..bench.report import write_report
 
     if not (Path(args.dir) / "results.jsonl").exists():
         raise DataDietError(f"{args.dir!r} holds no results.jsonl; run `datadiet bench --suite NAME --out {args.dir}` first")
-    md, html = write_report(args.dir, title=args.title)
+    md, html = write_report(args.dir, title=args.title, scores_top=args.top)
     _out(md.read_text())
     _out(f"wrote {md} and {html}")
+    return EXIT_OK
+
+
+def _report_scores(args: argparse.Namespace) -> int:
+    from ..bench.scores_view import write_scores_report
+    from ..config import load_config
+
+    cfg = load_config(args.config) if args.config else None
+    html, view = write_scores_report(args.scores, args.out, config=cfg, top=args.top, title=args.title)
+    r = view.result
+    _out(f"{view.describe()}")
+    a = view.flip_auroc()
+    if a is not None:
+        _out(f"planted label flips: {int(view.flipped_mask().sum())}; AUROC of the mean score for them: {a:.3f}")
+    for note in view.notes:
+        _out(note)
+    _out(f"wrote {html} (top {min(args.top, len(r))} examples)")
     return EXIT_OK
 
 
@@ -503,7 +542,15 @@ COMMANDS: list[Command] = [
     Command("score", "score training examples (EL2N / GraNd after S short fine-tuning runs), cached, into a scores file",
             _add_score, cmd_score),
     Command("select", "run an offline selector (scores file or config) and write a selection file", _add_select, cmd_select),
+    Command("igf", "collect IG pairs and train IGF's secondary learner once (cached) into a reusable learner file",
+            lambda p: _igf_cmd().add_igf(p), lambda a: _igf_cmd().cmd_igf(a)),
 ]
+
+
+def _igf_cmd():
+    from . import igf_cmd
+
+    return igf_cmd
 
 
 def _add_verbosity(p: argparse.ArgumentParser, *, top: bool) -> None:
