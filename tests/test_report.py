@@ -169,3 +169,28 @@ def test_write_report_without_finished_rows(tmp_path):
     assert "Empty &amp; &lt;odd&gt;" in text and text.count("<svg") == 0
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "missing")
+
+
+def test_paired_test_against_full_by_seed(tmp_path):
+    # perplexity (lower is better): igf beats full on 6 of 7 seeds; the 7th seed of full is missing for igf
+    full = [30.0, 31.0, 29.5, 30.5, 32.0, 30.2, 29.9, 31.1]
+    igf = [29.0, 30.1, 29.6, 29.0, 31.0, 29.7, 29.5]
+    rows = [_row("lm", "full", s, v, 10.0, 1, 1, 20, metric="perplexity") for s, v in enumerate(full)]
+    rows += [_row("lm", "igf", s, v, 12.0, 1, 1, 20, metric="perplexity") for s, v in enumerate(igf)]
+    summary = summarize(rows)
+    t = _by(summary, "lm", "igf")["paired_vs_full"]
+    # by hand: differences igf - full over seeds 0-6: -1, -0.9, +0.1, -1.5, -1, -0.5, -0.4
+    # |d| ranks: 0.1->1, 0.4->2, 0.5->3, 0.9->4, 1->5.5, 1->5.5, 1.5->7; W+ = 1 (only +0.1)
+    # P(W+ <= 1) under H0 over 2^7 sign patterns: W+ in {0, 1} -> 2 patterns -> 2/128
+    assert t["n"] == 7 and t["wins"] == 6
+    assert t["p_better"] == pytest.approx(2 / 128) and t["p_two_sided"] == pytest.approx(4 / 128)
+    assert _by(summary, "lm", "full")["paired_vs_full"] is None
+    few = summarize(rows[:4] + rows[8:12])  # 4 paired seeds: too few
+    assert _by(few, "lm", "igf")["paired_vs_full"] is None
+    assert "paired vs full" in _md_for(tmp_path, rows)
+
+
+def _md_for(d, rows):
+    (d / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    md, _html = write_report(d)
+    return md.read_text()

@@ -41,6 +41,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimizer steps (passes over the data as needed)
     batch_size: int = 16
     eval_batch_size: int = 64
     lr: float = 1e-4
@@ -104,6 +105,8 @@ class RunConfig:
                 raise ConfigError(f"{key} must be a name or a path (a string), got {v!r}; quote it if it looks like a number")
         t = self.train
         t.epochs = check_int("train.epochs", t.epochs, min=1)
+        if t.max_steps is not None:
+            t.max_steps = check_int("train.max_steps", t.max_steps, min=1)
         t.batch_size = check_int("train.batch_size", t.batch_size, min=1)
         t.eval_batch_size = check_int("train.eval_batch_size", t.eval_batch_size, min=1)
         t.lr = check_float("train.lr", t.lr, min=0.0, min_open=True)

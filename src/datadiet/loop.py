@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .engine import StepEngine
+from .errors import DataDietError
 from .functional.schedule import linear_warmup_decay
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def fit(
     evaluate: Callable[[], dict[str, float]] | None = None,
     eval_every: int | None = None,
     progress: bool = False,
+    max_steps: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``dataset`` (or on ``positions`` of it) through ``engine``.
 
@@ -86,18 +88,27 @@ def fit(
     (default) progress is the share of the planned example stream consumed, so a method that skips
     examples follows the same LR curve over its epochs as full training; with ``"steps"`` it is
     optimizer steps taken over the steps full training would take.
+
+    ``max_steps``: train for exactly that many optimizer steps instead of ``epochs`` passes, going
+    over the data as many times as needed (methods compared at equal steps, e.g. IGF against
+    standard fine-tuning). Progress for the LR schedule is then steps over ``max_steps`` whatever
+    ``schedule_by`` says (the example stream a filter will consume is not known in advance); kept
+    examples left in the engine's buffer at an epoch's end carry over into the next pass instead of
+    making a short batch, and those left when the last step is taken are counted as skipped with
+    reason ``max_steps``. A pass with no optimizer step at all is an error (the filters skip
+    everything), so the loop cannot spin forever.
     """
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     if len(pos) == 0:
         raise ValueError("nothing to train on: the training set (or selected subset) is empty")
     bs = engine.batch_size
     planned_examples = epochs * len(pos)
-    planned_steps = epochs * math.ceil(len(pos) / bs)
+    planned_steps = epochs * math.ceil(len(pos) / bs) if max_steps is None else int(max_steps)
     opt = optimizer or make_optimizer(model, lr=lr, weight_decay=weight_decay, fused=fused_adamw)
     base_lrs = [g["lr"] for g in opt.param_groups]
 
     def set_lr() -> None:
-        if schedule_by == "examples":
+        if schedule_by == "examples" and max_steps is None:
             prog = engine.counts.examples_seen / planned_examples
         else:
             prog = engine.counts.optimizer_steps / planned_steps
@@ -111,11 +122,14 @@ def fit(
         from tqdm.auto import tqdm
 
         # disable=None: no bar when stderr is not a terminal (logs stay readable).
-        bar = tqdm(total=planned_examples, unit="ex", desc="train", leave=False, dynamic_ncols=True, disable=None)
+        total, unit = (planned_examples, "ex") if max_steps is None else (planned_steps, "step")
+        bar = tqdm(total=total, unit=unit, desc="train", leave=False, dynamic_ncols=True, disable=None)
     model.train()
     next_eval = eval_every
     t_start = time.perf_counter()
-    for epoch in range(engine.epoch, epochs):
+    epoch = engine.epoch
+    done = max_steps is not None and engine.counts.optimizer_steps >= max_steps
+    while not done and (max_steps is not None or epoch < epochs):
         engine.start_epoch(epoch)
         order = epoch_order(pos, seed=seed, epoch=epoch, shuffle=shuffle)
         t_epoch = time.perf_counter()
@@ -128,8 +142,9 @@ def fit(
                 ep_losses.append(r.loss)
                 res.losses.append(r.loss)
             if bar is not None:
-                bar.update(int(batch["input_ids"].shape[0]))
+                bar.update(int(batch["input_ids"].shape[0]) if max_steps is None else r.optimizer_steps)
                 bar.set_postfix(steps=engine.counts.optimizer_steps, bp=engine.counts.examples_backpropagated)
+            done = max_steps is not None and engine.counts.optimizer_steps >= max_steps
             if evaluate is not None and next_eval is not None and engine.counts.optimizer_steps >= next_eval:
                 t0 = time.perf_counter()
                 m = evaluate()
@@ -142,10 +157,15 @@ def fit(
                                   "examples_backpropagated": engine.counts.examples_backpropagated,
                                   "train_s": time.perf_counter() - t_start, **m})
                 next_eval += eval_every
-        r = engine.end_epoch(model, opt, max_grad_norm=max_grad_norm, before_optimizer_step=set_lr)
-        if r.loss is not None:
-            ep_losses.append(r.loss)
-            res.losses.append(r.loss)
+            if done:
+                break
+        if max_steps is None:
+            r = engine.end_epoch(model, opt, max_grad_norm=max_grad_norm, before_optimizer_step=set_lr)
+            if r.loss is not None:
+                ep_losses.append(r.loss)
+                res.losses.append(r.loss)
+        elif done:
+            engine.drop_buffer("max_steps")
         after = engine.counts.as_dict()
         res.epochs.append({
             "epoch": epoch,
@@ -154,6 +174,12 @@ def fit(
             **{k: after[k] - before[k] for k in ("examples_seen", "examples_forwarded", "examples_backpropagated", "optimizer_steps")},
         })
         log.info("epoch %d: %s", epoch, res.epochs[-1])
+        if max_steps is not None and not done and res.epochs[-1]["optimizer_steps"] == 0:
+            raise DataDietError(
+                f"train.max_steps={max_steps}: a whole pass over the {len(pos)} training examples gave no optimizer "
+                f"step (after {engine.counts.optimizer_steps} steps); the method's filters skip (nearly) everything. "
+                "Loosen the method's threshold, or train by epochs instead")
+        epoch += 1
     if bar is not None:
         bar.close()
     res.train_s = time.perf_counter() - t_start

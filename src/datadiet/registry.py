@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from .errors import ConfigError, suggest, unknown_name
+from .igf.method import IGF
 from .method import Full
 from .online.data_diet_dynamic import DataDietDynamicMethod
 from .online.infobatch import InfoBatchMethod
@@ -28,6 +29,7 @@ METHODS: dict[str, type] = {
     "data_diet": DataDiet,
     "data_diet_dynamic": DataDietDynamicMethod,
     "ingenious": Ingenious,
+    "igf": IGF,
 }
 
 

@@ -207,7 +207,7 @@ def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = 
         res = fit(model, train, engine=engine, collator=collator, epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
                   warmup=t.warmup, schedule=t.schedule, schedule_by=t.schedule_by, max_grad_norm=t.max_grad_norm,
                   fused_adamw=t.fused_adamw, seed=t.seed, positions=positions, evaluate=ev, eval_every=t.eval_every,
-                  progress=progress)
+                  progress=progress, max_steps=t.max_steps)
         t0 = time.perf_counter()
         final = evaluate_model(model, test, task=task, collator=collator, batch_size=t.eval_batch_size,
                                autocast_dtype=autocast, num_labels=num_labels)
