@@ -569,6 +569,18 @@ def _trunc(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def svg_open(kind: str, title: str, *, width: int, height: int, left: float, title_y: int, title_size: int,
+             title_chars: int) -> list[str]:
+    """The opening of every inline plot: the svg element, its accessible title, background and heading."""
+    return [f'<svg class="plot" data-kind="{_E(kind)}" viewBox="0 0 {width} {height}" width="{width}" '
+            f'height="{height}" role="img" aria-label="{_E(title)}" font-family="system-ui, -apple-system, '
+            f'Segoe UI, Roboto, DejaVu Sans, Arial, sans-serif">',
+            f"<title>{_E(title)}</title>",
+            f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+            f'<text x="{left}" y="{title_y}" font-size="{title_size}" font-weight="600" fill="#111">'
+            f'{_E(_trunc(title, title_chars))}</text>']
+
+
 def _svg(
     *,
     title: str,
@@ -596,12 +608,7 @@ def _svg(
     ys = [p["y"] for p in points] + [y for ln in lines for _, y in ln["xy"]] + [h["y"] for h in hlines]
     sx = _Scale(xs, left, right, log=xlog)
     sy = _Scale(ys, bottom, top, log=ylog, fixed=yfixed)
-    o = [f'<svg class="plot" data-kind="{_E(kind)}" viewBox="0 0 {width} {height}" width="{width}" '
-         f'height="{height}" role="img" aria-label="{_E(title)}" font-family="system-ui, -apple-system, '
-         f'Segoe UI, Roboto, DejaVu Sans, Arial, sans-serif">',
-         f"<title>{_E(title)}</title>",
-         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-         f'<text x="{left}" y="22" font-size="14" font-weight="600" fill="#111">{_E(_trunc(title, 80))}</text>']
+    o = svg_open(kind, title, width=width, height=height, left=left, title_y=22, title_size=14, title_chars=80)
     # grid + ticks
     for v, t in sx.ticks(6):
         px = sx(v)

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataDietError
-from .report import _CSS, _E, DASH, _Scale, _fmt_count, _md, _trunc, _write_atomic
+from .report import _CSS, _E, DASH, _Scale, _fmt_count, _md, _trunc, _write_atomic, svg_open
 
 log = logging.getLogger(__name__)
 
@@ -415,12 +415,7 @@ def _hist_svg(view: ScoresView, c: int, edges: np.ndarray, counts: np.ndarray, f
     sx = _Scale([float(edges[0]), float(edges[-1])], left, right, fixed=(float(edges[0]), float(edges[-1])))
     ymax = max(1, int(counts.max()) if len(counts) else 1)
     sy = _Scale([0.0, float(ymax)], bottom, top, fixed=(0.0, ymax * 1.08))
-    o = [f'<svg class="plot" data-kind="score-hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-         f'role="img" aria-label="{_E(title)}" font-family="system-ui, -apple-system, Segoe UI, Roboto, DejaVu Sans, '
-         f'Arial, sans-serif">',
-         f"<title>{_E(title)}</title>",
-         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-         f'<text x="{left}" y="20" font-size="12" font-weight="600" fill="#111">{_E(_trunc(title, 52))}</text>']
+    o = svg_open("score-hist", title, width=width, height=height, left=left, title_y=20, title_size=12, title_chars=52)
     for v, t in sx.ticks(4):
         px = sx(v)
         o.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 4}" stroke="#444"/>')
