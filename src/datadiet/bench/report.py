@@ -266,8 +266,9 @@ def _paired_test(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> dict
         return None
     a, b = [mine[k] for k in common], [ref[k] for k in common]
     w = wilcoxon_signed_rank(a, b)
-    better = w.p_greater if higher_is_better(_most_common(rs, "metric")) else w.p_less
-    wins = sum((x > y) if higher_is_better(_most_common(rs, "metric")) else (x < y) for x, y in zip(a, b))
+    higher = higher_is_better(_most_common(rs, "metric"))
+    better = w.p_greater if higher else w.p_less
+    wins = sum((x > y) if higher else (x < y) for x, y in zip(a, b))
     return {"n": len(common), "wins": int(wins), "p_better": better, "p_two_sided": w.p_two_sided}
 
 
@@ -983,24 +984,26 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     script = ("<script>(function(){var b=document.body;b.dataset.rendered='1';"
               "var n=document.querySelectorAll('svg.plot').length;var e=document.getElementById('plot-count');"
               "if(e){e.textContent=String(n);}})();</script>")
-    doc = f"""<!DOCTYPE html>
+    return html_page(title, dl, f"{toc}\n{chr(10).join(body)}\n{script}", css=extra_css), n_plots
+
+
+def html_page(title: str, meta_dl: str, body: str, *, css: str = "") -> str:
+    """A self-contained report page: the shared style (plus ``css``), a heading, the meta list and ``body``."""
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_E(title)}</title>
-<style>{_CSS}{extra_css}</style>
+<style>{_CSS}{css}</style>
 </head>
 <body>
 <h1>{_E(title)}</h1>
-<dl class="meta">{dl}</dl>
-{toc}
-{chr(10).join(body)}
-{script}
+<dl class="meta">{meta_dl}</dl>
+{body}
 </body>
 </html>
 """
-    return doc, n_plots
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataDietError
-from .report import _CSS, _E, DASH, _Scale, _fmt_count, _md, _trunc, _write_atomic, svg_open
+from .report import _E, DASH, _Scale, _fmt_count, _md, _trunc, _write_atomic, html_page, svg_open
 
 log = logging.getLogger(__name__)
 
@@ -634,22 +634,7 @@ def standalone_html(view: ScoresView, *, top: int = TOP_N, title: str | None = N
     meta = [("scores file", view.sources[0]), ("score", r.kind), ("scoring seeds", ", ".join(map(str, r.seeds))),
             ("step", str(r.steps)), ("examples", _fmt_count(len(r))), ("generated", generated)]
     dl = "".join(f"<dt>{_E(k)}</dt><dd>{_E(v)}</dd>" for k, v in meta)
-    doc = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_E(title)}</title>
-<style>{_CSS}{SCORES_CSS}</style>
-</head>
-<body>
-<h1>{_E(title)}</h1>
-<dl class="meta">{dl}</dl>
-{inner}
-</body>
-</html>
-"""
-    return doc, n
+    return html_page(title, dl, inner, css=SCORES_CSS), n
 
 
 def write_scores_report(path: str | Path, out: str | Path | None = None, *, config: Any = None, top: int = TOP_N,

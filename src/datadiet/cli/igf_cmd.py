@@ -10,12 +10,11 @@ log = logging.getLogger(__name__)
 
 
 def add_igf(p: argparse.ArgumentParser) -> None:
-    from .main import _add_config_args
+    from .main import _add_config_args, _add_param_args
 
     _add_config_args(p, required=False)
-    p.add_argument("--param", "-p", dest="params", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="igf parameter, e.g. -p n_pairs=400 ig_estimate=first_order learner_lr=1e-4 (values parsed "
-                        "as YAML; override the config's method.params when its method is igf)")
+    _add_param_args(p, "igf parameter, e.g. -p n_pairs=400 ig_estimate=first_order learner_lr=1e-4 (values parsed "
+                       "as YAML; override the config's method.params when its method is igf)")
     p.add_argument("--out", metavar="FILE.pt",
                    help="learner file to write (default: OUTPUT_DIR/igf/DATA-MODEL-learner.pt)")
 

@@ -419,15 +419,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_param_args(p: argparse.ArgumentParser, help: str) -> None:
+    """``--param/-p KEY=VALUE ...``: method parameters (read with :func:`_parse_params`)."""
+    p.add_argument("--param", "-p", dest="params", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help=help)
+
+
 def _add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", metavar="FILE.json", help="a scores file from `datadiet score` (no model needed)")
     _add_config_args(p, required=False)
     p.add_argument("--method", "-m", default=None, metavar="NAME",
                    help="an offline selection method (mechanism prune, see `datadiet methods`); default: the "
                         "config's method if it is one, else data_diet")
-    p.add_argument("--param", "-p", dest="params", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="method parameter, e.g. -p mode=offset offset=0.05 keep=0.7 stratified=true "
-                        "(values parsed as YAML; override the config's method.params)")
+    _add_param_args(p, "method parameter, e.g. -p mode=offset offset=0.05 keep=0.7 stratified=true "
+                       "(values parsed as YAML; override the config's method.params)")
     p.add_argument("--out", metavar="FILE.json",
                    help="selection file to write (default: beside the scores file, or OUTPUT_DIR/selections/...)")
 

@@ -84,7 +84,6 @@ class IGFFilter(OnlineFilter):
         self.switch_step = check_int("switch_step", switch_step, min=0)
         self.seen = 0
         self.kept = 0
-        self.kept_before_switch = 0
         self.seen_at_switch: int | None = None
         self.pred_sum = 0.0
         self.q_s = 0.0
@@ -107,7 +106,6 @@ class IGFFilter(OnlineFilter):
                 keep[i] = True
                 self.kept += 1
                 if self.schedule == "shifting" and self.kept == self.switch_step * self.batch_size:
-                    self.kept_before_switch = self.kept
                     self.seen_at_switch = self.seen
         return Decision(keep=keep)
 
@@ -116,16 +114,15 @@ class IGFFilter(OnlineFilter):
                 "switch_step": self.switch_step, "center": self.center, "scale": self.scale, "seen": self.seen, "kept": self.kept,
                 "keep_rate": self.kept / self.seen if self.seen else None,
                 "seen_at_switch": self.seen_at_switch,
-                "keep_rate_before_switch": (self.kept_before_switch / self.seen_at_switch) if self.seen_at_switch else None,
+                "keep_rate_before_switch": (self.switch_step * self.batch_size / self.seen_at_switch
+                                            if self.seen_at_switch else None),
                 "mean_prediction": self.pred_sum / self.seen if self.seen else None, "learner_s": self.q_s}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen": self.seen, "kept": self.kept, "kept_before_switch": self.kept_before_switch,
-                "seen_at_switch": self.seen_at_switch, "pred_sum": self.pred_sum}
+        return {"seen": self.seen, "kept": self.kept, "seen_at_switch": self.seen_at_switch, "pred_sum": self.pred_sum}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen, self.kept = int(state["seen"]), int(state["kept"])
-        self.kept_before_switch = int(state["kept_before_switch"])
         self.seen_at_switch = state["seen_at_switch"]
         self.pred_sum = float(state["pred_sum"])
 

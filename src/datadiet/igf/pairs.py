@@ -83,29 +83,16 @@ def adam_first_step_(params: Sequence[torch.nn.Parameter], *, lr: float, eps: fl
         p.addcdiv_(g, g.abs() + eps, value=-lr)
 
 
-def lm_loss(model: torch.nn.Module, tokens: torch.Tensor, *, batch_size: int = 32,
-            autocast_dtype: torch.dtype | None = None) -> float:
-    """Mean next-token loss over every token of ``tokens`` [n, T] (equal lengths, no padding), no grad."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for s in range(0, tokens.shape[0], batch_size):
-                ids = tokens[s : s + batch_size].to(device)
-                with _autocast(autocast_dtype, device):
-                    logits = model(input_ids=ids).logits
-                per = per_example_lm_loss(logits, ids)
-                total += float(per.sum()) * (ids.shape[1] - 1)
-                count += ids.shape[0] * (ids.shape[1] - 1)
-    finally:
-        model.train(was)
-    return total / max(count, 1)
+def perplexity(model: torch.nn.Module, tokens: torch.Tensor, *, batch_size: int = 32,
+               autocast_dtype: torch.dtype | None = None) -> float:
+    """Perplexity over every token of ``tokens`` [n, T] (equal-length windows), with the loop's evaluator."""
+    from ..data.collate import Collator, LMContexts
+    from ..loop import evaluate_model
 
-
-def perplexity(model: torch.nn.Module, tokens: torch.Tensor, **kw: Any) -> float:
-    return math.exp(lm_loss(model, tokens, **kw))
+    t = np.asarray(tokens, dtype=np.int64)
+    windows = LMContexts(t, np.arange(len(t)), np.zeros(len(t), dtype=np.int64))
+    return evaluate_model(model, windows, task="causal_lm", collator=Collator(pad_token_id=0), batch_size=batch_size,
+                          autocast_dtype=autocast_dtype)["perplexity"]
 
 
 def _context_grad(model, params, ids: torch.Tensor, *, clip: float | None, autocast_dtype) -> None:
