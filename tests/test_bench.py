@@ -115,9 +115,17 @@ def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path):
 
 
 def test_shipped_suites_validate():
-    for name in ("smoke", "cpu", "gpu"):
+    from datadiet.bench.suite import builtin_suites
+    from datadiet.registry import build_method
+
+    names = sorted(builtin_suites())
+    assert {"smoke", "cpu", "gpu", "ingenious", "ingenious_cpt", "data_diet_clean", "igf_cpu"} <= set(names)
+    for name in names:
         s = load_suite(name)
-        assert s.cells()
+        assert s.cells(), name
+        for m in s.methods:  # every method's parameters are valid before anything runs
+            if m.match_target() is None:
+                build_method(m.name, dict(m.params))
 
 
 def test_smoke_suite_end_to_end_with_report(tmp_path):

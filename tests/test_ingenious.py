@@ -203,6 +203,32 @@ def test_runner_counts_the_cached_embedding_cost_as_selection_time(tmp_path):
     assert s1.info["cost"]["cost_s"] > 0 and s1.scores is not None
 
 
+def test_warm_start_embeds_with_a_trained_copy_and_leaves_the_run_model_alone():
+    import copy
+
+    from datadiet.runner import plan_context, prepare
+    from datadiet.selection.score_runs import TrainSettings, train_steps
+
+    cfg = load_config(None, ["model.name=tiny-bert", "model.max_length=24", "data.max_train=48", "data.max_test=16",
+                             "train.epochs=1", "train.batch_size=8", "train.bf16=false", "train.threads=1"])
+    ds, lm, train, _test, collator, _ = prepare(cfg)
+    ctx = plan_context(cfg, lm, train, collator, task=ds.task)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    warm = Ingenious(fraction=0.5, warm_start_steps=3, cache=False)
+    sel, _gains, info = warm.select(ctx)
+    assert info["warm_start_examples"] == 3 * 8 and info["warm_start_s"] > 0 and len(sel) == 24
+    for k, v in lm.model.state_dict().items():  # the run trains from the loaded weights
+        assert torch.equal(v, before[k]), k
+    # the embeddings are those of a copy trained for 3 steps with the warm-start seed stream
+    ref = copy.deepcopy(lm.model)
+    settings = TrainSettings.from_config(cfg, pad_token_id=lm.pad_token_id)
+    train_steps(ref, train, collator=collator, steps=3, settings=settings, seed=derive_seed(0, 3, 0))
+    expect = model_embeddings(ref.eval(), train, collator=collator, batch_size=cfg.train.eval_batch_size)
+    np.testing.assert_allclose(warm.embed(ctx).vectors, expect, atol=1e-6)
+    cold = Ingenious(fraction=0.5, cache=False).embed(ctx).vectors
+    assert not np.allclose(cold, expect, atol=1e-4)
+
+
 # --------------------------------------------------------------------------------------- re-selection
 class RecordingFilter(IngeniousFilter):
     """Records (steps taken, kept set) at every decision."""
@@ -336,6 +362,22 @@ def test_reselection_through_the_runner_records_costs_and_counts(tmp_path):
     assert rec["plan_info"]["ingenious"]["cost_s"] > 0 and rec["method"]["mechanism"] == "prune"
 
 
+def test_reselection_on_a_causal_lm_at_equal_steps(tmp_path):
+    # continued pre-training: contexts of a text corpus, a fixed step budget, a new subset every 2 steps
+    words = "the quick brown fox jumps over a lazy dog while it rains on my green hat".split()
+    rows = [f'"{" ".join(words[i % 7:] + words[:i % 7])} {" ".join(words[: i % 5 + 3])} {i}",doc{i}' for i in range(24)]
+    csv = tmp_path / "notes.csv"
+    csv.write_text("text,doc\n" + "\n".join(rows) + "\n")
+    rec = run(load_config(None, [
+        f"data.name={csv}", "model.name=tiny-gpt2", "data.context_length=12", "data.max_test=3", "train.max_steps=6",
+        "train.batch_size=4", "train.bf16=false", "train.threads=1", "output_dir=runs", "method.name=ingenious",
+        "method.params.fraction=0.5", "method.params.reselect_every=2", "method.params.cache=false"]))
+    t = rec["filters"]["IngeniousFilter"]
+    assert rec["counts"]["optimizer_steps"] == 6 and rec["counts"]["examples_backpropagated"] == 24
+    assert t["reselected_at_steps"] == [2, 4] and abs(t["current_size"] - rec["n_train_used"] / 2) <= 1
+    assert rec["status"] == "finished" and rec["value"] > 1  # held-out perplexity
+
+
 # ------------------------------------------------------------------------------------------ validation
 def test_method_validates_early_with_messages_that_name_the_fix():
     cases = [
@@ -350,6 +392,8 @@ def test_method_validates_early_with_messages_that_name_the_fix():
         ({"sampling": "top_k", "reselect_every": 5}, "would never change it"),
         ({"layer": 1.5}, "layer must be an integer"),
         ({"cache": "yes"}, "cache must be true or false"),
+        ({"warm_start_steps": -1}, "warm_start_steps must be >= 0"),
+        ({"embedding": "minilm", "warm_start_steps": 5}, "set embedding=model or warm_start_steps=0"),
     ]
     for params, needle in cases:
         with pytest.raises(ConfigError, match=None) as ei:

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDINGS = ("model", "minilm")
 RESELECT = ("resample", "recompute")
-_GAINS, _SAMPLE = 1, 2  # seed streams
+_GAINS, _SAMPLE, _WARM = 1, 2, 3  # seed streams
 
 
 def derive_seed(seed: int, stream: int, i: int) -> int:
@@ -216,6 +216,13 @@ class Ingenious:
         ``model`` (default: the training model's own mean-pooled hidden states, as the paper) or
         ``minilm`` (a frozen all-MiniLM-L6-v2); ``layer`` picks the hidden state (default ``None``: the
         last layer; 0 = token embeddings; negative counts from the end).
+    warm_start_steps
+        ``0`` (default): embed with the model as loaded. ``W > 0`` (``embedding=model`` only): train a
+        *copy* of the model for W optimizer steps on the whole training set (the run's optimizer
+        settings, its own data order), embed with the copy, and discard it; the run itself still
+        trains only on the subset, from the loaded weights. The W steps are selection cost (timed,
+        and counted in ``warm_start_examples``); the embedding cache is bypassed (the copy is new
+        each run).
     kernel, knn
         ``dense`` cosine kernel per part (default) or a sparse ``knn``-nearest-neighbour kernel
         (default k = 10) for large parts.
@@ -246,6 +253,7 @@ class Ingenious:
         temperature: float = 1.0,
         embedding: str = "model",
         layer: int | None = None,
+        warm_start_steps: int = 0,
         kernel: str = "dense",
         knn: int = 10,
         partition: str = "random",
@@ -262,6 +270,11 @@ class Ingenious:
         self.temperature = check_float("temperature", temperature, min=0.0, min_open=True)
         self.embedding = check_choice("embedding", embedding, EMBEDDINGS)
         self.layer = None if layer is None else check_int("layer", layer)
+        self.warm_start_steps = check_int("warm_start_steps", warm_start_steps, min=0)
+        if self.warm_start_steps and self.embedding != "model":
+            raise ConfigError(f"warm_start_steps={self.warm_start_steps} trains the model before embedding with it, but "
+                              f"embedding={self.embedding!r} is a frozen encoder; set embedding=model or "
+                              "warm_start_steps=0")
         self.kernel = check_choice("kernel", kernel, KERNELS)
         self.knn = check_int("knn", knn, min=1)
         self.partition = check_choice("partition", partition, PARTITIONS)
@@ -288,7 +301,7 @@ class Ingenious:
 
     def params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("fraction", "objective", "sampling", "temperature", "embedding", "layer",
-                                              "kernel", "knn", "partition", "max_part_size", "optimizer",
+                                              "warm_start_steps", "kernel", "knn", "partition", "max_part_size", "optimizer",
                                               "reselect_every", "reselect", "seed", "cache")}
 
     # ----------------------------------------------------------------------------------- the parts
@@ -316,7 +329,7 @@ class Ingenious:
         from .embeddings import EmbeddingCache, example_embeddings
 
         cfg = ctx.config
-        cache = EmbeddingCache() if self.cache else None
+        cache = EmbeddingCache() if self.cache and not self.warm_start_steps else None
         batch_size = cfg.train.eval_batch_size if cfg is not None else 64
         max_length = cfg.model.max_length if cfg is not None else 128
         ids = np.asarray(ctx.ids, dtype=np.int64)
@@ -325,6 +338,8 @@ class Ingenious:
             if ctx.train_dataset is None or ctx.collator is None:
                 raise DataDietError("ingenious with embedding=model needs the run's tokenized training data and "
                                     "collator; run it through `datadiet train` / datadiet.runner.run")
+            if self.warm_start_steps:
+                model = self._warm_started(ctx, model, progress=progress)
             name = cfg.model.name if cfg is not None else getattr(ctx.model, "name", None)
             return example_embeddings(ids=ids, model=model, dataset=ctx.train_dataset, collator=ctx.collator,
                                       model_name=name, layer=self.layer, max_length=max_length, batch_size=batch_size,
@@ -335,6 +350,28 @@ class Ingenious:
                                   max_length=max_length, batch_size=batch_size, device=device, cache=cache,
                                   progress=progress)
 
+    def _warm_started(self, ctx, model: torch.nn.Module, *, progress: bool) -> torch.nn.Module:
+        """A copy of ``model`` trained for ``warm_start_steps`` steps on the whole training set."""
+        import copy
+
+        from .score_runs import TrainSettings, train_steps
+
+        if ctx.config is None:
+            raise DataDietError("warm_start_steps needs the run's training settings; run it through `datadiet train` / "
+                                "datadiet.runner.run")
+        seed = ctx.seed if self.seed is None else self.seed
+        pad = getattr(ctx.model, "pad_token_id", None)
+        settings = dataclasses.replace(TrainSettings.from_config(ctx.config, pad_token_id=pad or 0), task=ctx.task)
+        t0 = time.perf_counter()
+        warm = copy.deepcopy(model)
+        self._warm_examples = train_steps(warm, ctx.train_dataset, collator=ctx.collator, steps=self.warm_start_steps,
+                                          settings=settings, seed=derive_seed(seed, _WARM, 0), progress=progress)
+        warm.eval()
+        self._warm_s = time.perf_counter() - t0
+        log.info("ingenious: warm-started a copy of the model for %d steps (%d examples) in %.1f s",
+                 self.warm_start_steps, self._warm_examples, self._warm_s)
+        return warm
+
     def select(self, ctx, *, progress: bool = False) -> tuple[Selection, SubmodularGains, dict[str, Any]]:
         """Selection 0 for ``ctx``: ``(selection, gains, info)``; ``info`` holds the costs."""
         seed = ctx.seed if self.seed is None else self.seed
@@ -342,6 +379,7 @@ class Ingenious:
         if len(ids) == 0:
             raise DataDietError("the training set is empty: nothing to select from")
         t0 = time.perf_counter()
+        self._warm_examples, self._warm_s = 0, 0.0
         emb = self.embed(ctx, progress=progress)
         if not np.array_equal(emb.ids, ids):
             raise DataDietError("the embedded examples do not match the training set's ids; clear the embedding cache")
@@ -352,6 +390,7 @@ class Ingenious:
         t3 = time.perf_counter()
         info = {"embedding": emb.summary(), "embedding_s": t1 - t0, "gains_s": t2 - t1, "sampling_s": t3 - t2,
                 "spent_s": t3 - t0, "cost_s": (t3 - t0) + emb.reused_s, "reused_s": emb.reused_s,
+                "warm_start_s": self._warm_s, "warm_start_examples": self._warm_examples,
                 "greedy": {k: gains.info[k] for k in ("n_parts", "part_size_max", "partition_s", "kernel_s", "greedy_s",
                                                       "n_evals", "kernel_bytes_per_part_max", "objective_value")}}
         sel = dataclasses.replace(sel, info={**sel.info, "cost": {k: v for k, v in info.items() if k != "greedy"}})
