@@ -20,6 +20,8 @@ Taylor-softmax sampling of ``--sparse-fraction``. Reported: time per stage and p
     .venv/bin/python benchmarks/submodular_speed.py                    # full size: 20k compare, 1M sparse
     .venv/bin/python benchmarks/submodular_speed.py --n 2000 --sparse-n 20000 --part-size 5000 \\
         --out /tmp/submodular_smoke.json                               # smoke test (seconds)
+    .venv/bin/python benchmarks/submodular_speed.py --texts health_tweets --sections compare \\
+        --out benchmarks/results/submodular_speed_text.json            # real text embeddings
 """
 
 from __future__ import annotations
@@ -59,6 +61,24 @@ def _mixture(n: int, d: int, n_clusters: int, spread: float, seed: int, chunk: i
     return x
 
 
+def _text_embeddings(dataset: str, n: int, threads: int):
+    """The first ``n`` training texts of ``dataset`` embedded with the frozen MiniLM sentence encoder
+    (mean-pooled, unit rows; cached on disk like every datadiet embedding)."""
+    from datadiet.config import RunConfig
+    from datadiet.runner import load_data
+    from datadiet.selection.embeddings import EmbeddingCache, example_embeddings
+
+    cfg = RunConfig.from_dict({"model": {"name": "minilm"}, "data": {"name": dataset, "max_train": n},
+                               "train": {"threads": threads}})
+    split = load_data(cfg).train
+    if len(split) < n:
+        raise SystemExit(f"{dataset} has only {len(split)} training texts; lower --n")
+    e = example_embeddings(ids=split.ids, encoder="minilm", texts=list(split.texts), max_length=64, batch_size=128,
+                           cache=EmbeddingCache())
+    return e.vectors, {"source": f"{dataset} training texts, all-MiniLM-L6-v2 (max_length 64)",
+                       "embedding_s": e.cost_s, "cached": e.cached}
+
+
 def _versions() -> dict:
     import numpy
     import torch
@@ -95,9 +115,14 @@ def section_compare(args) -> dict:
     torch.set_num_threads(args.threads)
     from datadiet.selection.submodular import dense_kernel, greedy_maximize, objective_value
 
-    x = _mixture(args.n, args.d, args.clusters, args.spread, args.seed)
-    budget = max(1, int(round(args.fraction * args.n)))
-    res: dict = {"n": args.n, "d": args.d, "budget": budget, "clusters": args.clusters, "threads": args.threads}
+    if args.texts:
+        x, emb_info = _text_embeddings(args.texts, args.n, args.threads)
+    else:
+        x, emb_info = _mixture(args.n, args.d, args.clusters, args.spread, args.seed), {"source": "synthetic mixture"}
+    budget = max(1, int(round(args.fraction * len(x))))
+    res: dict = {"n": len(x), "d": int(x.shape[1]), "budget": budget, "threads": args.threads, "embeddings": emb_info}
+    if not args.texts:
+        res["clusters"] = args.clusters
     t = time.perf_counter()
     k = dense_kernel(x)
     res["datadiet_kernel_s"] = time.perf_counter() - t
@@ -116,7 +141,7 @@ def section_compare(args) -> dict:
         from submodlib import FacilityLocationFunction
 
         t = time.perf_counter()
-        fl = FacilityLocationFunction(n=args.n, mode="dense", sijs=kc, separate_rep=False)
+        fl = FacilityLocationFunction(n=len(x), mode="dense", sijs=kc, separate_rep=False)
         setup = time.perf_counter() - t
         t = time.perf_counter()
         out = fl.maximize(budget=budget, optimizer="LazyGreedy", stopIfZeroGain=False, stopIfNegativeGain=False,
@@ -195,8 +220,13 @@ def section_sparse(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--section", choices=["all", "compare", "sparse"], default="all")
+    ap.add_argument("--sections", nargs="+", choices=["compare", "sparse"], default=["compare", "sparse"],
+                    help="which sections to run (each in its own process)")
     ap.add_argument("--n", type=int, default=20_000, help="points in the library comparison")
     ap.add_argument("--d", type=int, default=384)
+    ap.add_argument("--texts", default=None, metavar="DATASET",
+                    help="compare on real text embeddings: the first --n training texts of this dataset "
+                         "(e.g. health_tweets) embedded with MiniLM, instead of the synthetic mixture")
     ap.add_argument("--fraction", type=float, default=0.1, help="subset fraction in the comparison")
     ap.add_argument("--clusters", type=int, default=200, help="mixture components in the comparison data")
     ap.add_argument("--spread", type=float, default=0.8, help="within-cluster noise (relative to unit-norm centres)")
@@ -219,7 +249,7 @@ def main() -> None:
         print(json.dumps(fn(args)))
         return
     result = {"environment": _versions(), "args": vars(args)}
-    for sec in ("compare", "sparse"):
+    for sec in args.sections:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--section", sec]
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())

@@ -312,6 +312,13 @@ def test_cache_hit_returns_identical_scores_and_reports_the_original_cost(tmp_pa
     # head GraNd rode on the same forward: cached too, same runs
     head = compute_scores(kind="grand_head", **{**kw, "build_model": no_model})
     assert head.cached == (True, True) and not np.allclose(head.scores, first.scores)
+    # a later run for a score that was not cached (grand) keeps the cached EL2N runs as they were
+    before = {p.name: p.read_bytes() for p in (tmp_path / "scores").iterdir()}
+    compute_scores(kind="grand", **{**kw, "build_model": lambda seed: tiny(seed + 7)})  # a different model
+    for name, data in before.items():
+        assert (tmp_path / "scores" / name).read_bytes() == data, "a cached run was overwritten"
+    again = compute_scores(kind="el2n", **{**kw, "build_model": no_model})
+    np.testing.assert_array_equal(again.per_seed, first.per_seed)
     # a third seed: only that run is computed
     third = compute_scores(kind="el2n", **{**kw, "seeds": [0, 1, 2]})
     assert third.cached == (True, True, False)

@@ -331,8 +331,12 @@ def compute_scores(
                  train_s, time.perf_counter() - t1)
         if use_cache:
             for k, (v, c) in per_kind.items():
-                cache.put(ScoreCache.key(cache_base, kind=k, seed=seed, steps=steps), ids, v, c,
-                          {**cache_base, "kind": k, "seed": seed, "steps": steps})
+                k_key = ScoreCache.key(cache_base, kind=k, seed=seed, steps=steps)
+                # the scores this run got for free never replace a run already cached (training is
+                # not bit-reproducible across processes, so that would silently change earlier results)
+                if k != kind and cache.get(k_key, ids) is not None:
+                    continue
+                cache.put(k_key, ids, v, c, {**cache_base, "kind": k, "seed": seed, "steps": steps})
         rows.append(per_kind[kind][0])
         costs.append(per_kind[kind][1])
         hits.append(False)
