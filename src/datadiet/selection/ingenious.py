@@ -272,8 +272,8 @@ class Ingenious:
         self.layer = None if layer is None else check_int("layer", layer)
         self.warm_start_steps = check_int("warm_start_steps", warm_start_steps, min=0)
         if self.warm_start_steps and self.embedding != "model":
-            raise ConfigError(f"warm_start_steps={self.warm_start_steps} trains the model before embedding with it, but "
-                              f"embedding={self.embedding!r} is a frozen encoder; set embedding=model or "
+            raise ConfigError(f"warm_start_steps={self.warm_start_steps} trains the model before embedding with "
+                              f"it, but embedding={self.embedding!r} is a frozen encoder; set embedding=model or "
                               "warm_start_steps=0")
         self.kernel = check_choice("kernel", kernel, KERNELS)
         self.knn = check_int("knn", knn, min=1)
@@ -301,8 +301,8 @@ class Ingenious:
 
     def params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("fraction", "objective", "sampling", "temperature", "embedding", "layer",
-                                              "warm_start_steps", "kernel", "knn", "partition", "max_part_size", "optimizer",
-                                              "reselect_every", "reselect", "seed", "cache")}
+                                              "warm_start_steps", "kernel", "knn", "partition", "max_part_size",
+                                              "optimizer", "reselect_every", "reselect", "seed", "cache")}
 
     # ----------------------------------------------------------------------------------- the parts
     def _gains_kwargs(self) -> dict[str, Any]:
@@ -326,6 +326,11 @@ class Ingenious:
 
     def embed(self, ctx, *, progress: bool = False):
         """The embeddings of ``ctx``'s training set (an :class:`~datadiet.selection.embeddings.Embeddings`)."""
+        return self._embed(ctx, progress=progress)[0]
+
+    def _embed(self, ctx, *, progress: bool):
+        """``(embeddings, warm)``: ``warm`` holds the warm-start's cost (``warm_start_s``,
+        ``warm_start_examples``; zeros without one)."""
         from .embeddings import EmbeddingCache, example_embeddings
 
         cfg = ctx.config
@@ -333,25 +338,26 @@ class Ingenious:
         batch_size = cfg.train.eval_batch_size if cfg is not None else 64
         max_length = cfg.model.max_length if cfg is not None else 128
         ids = np.asarray(ctx.ids, dtype=np.int64)
+        warm: dict[str, Any] = {"warm_start_s": 0.0, "warm_start_examples": 0}
         if self.embedding == "model":
             model = _module(ctx)
             if ctx.train_dataset is None or ctx.collator is None:
                 raise DataDietError("ingenious with embedding=model needs the run's tokenized training data and "
                                     "collator; run it through `datadiet train` / datadiet.runner.run")
             if self.warm_start_steps:
-                model = self._warm_started(ctx, model, progress=progress)
+                model, warm = self._warm_started(ctx, model, progress=progress)
             name = cfg.model.name if cfg is not None else getattr(ctx.model, "name", None)
             return example_embeddings(ids=ids, model=model, dataset=ctx.train_dataset, collator=ctx.collator,
                                       model_name=name, layer=self.layer, max_length=max_length, batch_size=batch_size,
-                                      autocast_dtype=_autocast(cfg), cache=cache, progress=progress)
+                                      autocast_dtype=_autocast(cfg), cache=cache, progress=progress), warm
         texts = example_texts(ctx)
         device = next(_module(ctx).parameters()).device if ctx.model is not None else None
         return example_embeddings(ids=ids, encoder=self.embedding, texts=texts, layer=self.layer,
                                   max_length=max_length, batch_size=batch_size, device=device, cache=cache,
-                                  progress=progress)
+                                  progress=progress), warm
 
-    def _warm_started(self, ctx, model: torch.nn.Module, *, progress: bool) -> torch.nn.Module:
-        """A copy of ``model`` trained for ``warm_start_steps`` steps on the whole training set."""
+    def _warm_started(self, ctx, model: torch.nn.Module, *, progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """A copy of ``model`` trained for ``warm_start_steps`` steps on the whole training set, and its cost."""
         import copy
 
         from .score_runs import TrainSettings, train_steps
@@ -364,13 +370,13 @@ class Ingenious:
         settings = dataclasses.replace(TrainSettings.from_config(ctx.config, pad_token_id=pad or 0), task=ctx.task)
         t0 = time.perf_counter()
         warm = copy.deepcopy(model)
-        self._warm_examples = train_steps(warm, ctx.train_dataset, collator=ctx.collator, steps=self.warm_start_steps,
-                                          settings=settings, seed=derive_seed(seed, _WARM, 0), progress=progress)
+        examples = train_steps(warm, ctx.train_dataset, collator=ctx.collator, steps=self.warm_start_steps,
+                               settings=settings, seed=derive_seed(seed, _WARM, 0), progress=progress)
         warm.eval()
-        self._warm_s = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
         log.info("ingenious: warm-started a copy of the model for %d steps (%d examples) in %.1f s",
-                 self.warm_start_steps, self._warm_examples, self._warm_s)
-        return warm
+                 self.warm_start_steps, examples, seconds)
+        return warm, {"warm_start_s": seconds, "warm_start_examples": examples}
 
     def select(self, ctx, *, progress: bool = False) -> tuple[Selection, SubmodularGains, dict[str, Any]]:
         """Selection 0 for ``ctx``: ``(selection, gains, info)``; ``info`` holds the costs."""
@@ -379,8 +385,7 @@ class Ingenious:
         if len(ids) == 0:
             raise DataDietError("the training set is empty: nothing to select from")
         t0 = time.perf_counter()
-        self._warm_examples, self._warm_s = 0, 0.0
-        emb = self.embed(ctx, progress=progress)
+        emb, warm = self._embed(ctx, progress=progress)
         if not np.array_equal(emb.ids, ids):
             raise DataDietError("the embedded examples do not match the training set's ids; clear the embedding cache")
         t1 = time.perf_counter()
@@ -390,7 +395,7 @@ class Ingenious:
         t3 = time.perf_counter()
         info = {"embedding": emb.summary(), "embedding_s": t1 - t0, "gains_s": t2 - t1, "sampling_s": t3 - t2,
                 "spent_s": t3 - t0, "cost_s": (t3 - t0) + emb.reused_s, "reused_s": emb.reused_s,
-                "warm_start_s": self._warm_s, "warm_start_examples": self._warm_examples,
+                **warm,
                 "greedy": {k: gains.info[k] for k in ("n_parts", "part_size_max", "partition_s", "kernel_s", "greedy_s",
                                                       "n_evals", "kernel_bytes_per_part_max", "objective_value")}}
         sel = dataclasses.replace(sel, info={**sel.info, "cost": {k: v for k, v in info.items() if k != "greedy"}})
