@@ -294,12 +294,7 @@ def test_max_steps_stops_exactly_and_refuses_a_filter_that_skips_everything():
 
 # ----------------------------------------------------------------------------- the method: caches, errors
 def _ctx(pool, model, *, task="causal_lm"):
-    class _LM:  # what the runner passes: a loaded model with .model
-        pass
-
-    lm = _LM()
-    lm.model = model
-    return PlanContext(ids=pool.ids, labels=None, seed=0, task=task, batch_size=4, epochs=1, model=lm,
+    return PlanContext(ids=pool.ids, labels=None, seed=0, task=task, batch_size=4, epochs=1, model=model,
                        train_dataset=pool, collator=Collator(pad_token_id=0))
 
 

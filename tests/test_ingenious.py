@@ -56,8 +56,8 @@ def tokenized(texts, labels=None, *, first_id: int = 100):
 def context(ds, col, tok, *, model=None, seed: int = 0, batch_size: int = 8) -> PlanContext:
     model = make_tiny_bert(0) if model is None else model
     return PlanContext(ids=np.asarray(ds.ids), labels=ds.labels, seed=seed, task="classification",
-                       batch_size=batch_size, epochs=1, model=LoadedModel(model, tok, "tiny-bert", "classification"),
-                       train_dataset=ds, collator=col)
+                       batch_size=batch_size, epochs=1, model=model, tokenizer=tok, model_name="tiny-bert",
+                       pad_token_id=tok.pad_token_id or 0, train_dataset=ds, collator=col, max_length=128)
 
 
 def clustered_texts(n_clusters: int = 6, per: int = 5, seed: int = 0):
@@ -221,7 +221,7 @@ def test_warm_start_embeds_with_a_trained_copy_and_leaves_the_run_model_alone():
         assert torch.equal(v, before[k]), k
     # the embeddings are those of a copy trained for 3 steps with the warm-start seed stream
     ref = copy.deepcopy(lm.model)
-    settings = TrainSettings.from_config(cfg, pad_token_id=lm.pad_token_id)
+    settings = TrainSettings.from_context(ctx)
     train_steps(ref, train, collator=collator, steps=3, settings=settings, seed=derive_seed(0, 3, 0))
     expect = model_embeddings(ref.eval(), train, collator=collator, batch_size=cfg.train.eval_batch_size)
     np.testing.assert_allclose(warm.embed(ctx).vectors, expect, atol=1e-6)

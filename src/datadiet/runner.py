@@ -152,10 +152,32 @@ def prepare(cfg: RunConfig, device: torch.device | None = None):
 
 
 def plan_context(cfg: RunConfig, lm, train, collator, *, task: str, run_dir: str | Path | None = None) -> PlanContext:
+    """The planning context of a run: what a method may use, from ``cfg`` and the loaded model and data."""
     t = cfg.train
-    return PlanContext(ids=np.asarray(train.ids), labels=getattr(train, "labels", None), seed=t.seed, task=task,
-                       batch_size=t.batch_size, epochs=t.epochs, model=lm, train_dataset=train, collator=collator,
-                       config=cfg, run_dir=run_dir)
+    ids = np.asarray(train.ids)
+    num_labels = int(getattr(getattr(lm.model, "config", None), "num_labels", 0) or 0) or None
+    device = next(lm.model.parameters()).device
+
+    def build_model(seed: int):
+        from .models import load_model
+
+        return load_model(cfg.model.name, task=task, num_labels=num_labels if task == "classification" else None,
+                          seed=seed).model.to(device)
+
+    def texts() -> list[str]:
+        split = load_data(cfg).train.select_ids(ids)  # memoised: the run has loaded this split already
+        if split.texts_pair is None:
+            return list(split.texts)
+        return [f"{a} [SEP] {b}" for a, b in zip(split.texts, split.texts_pair)]
+
+    return PlanContext(ids=ids, labels=getattr(train, "labels", None), seed=t.seed, task=task,
+                       batch_size=t.batch_size, epochs=t.epochs, max_steps=t.max_steps, model=lm.model,
+                       tokenizer=lm.tokenizer, pad_token_id=lm.pad_token_id, model_name=cfg.model.name,
+                       max_length=cfg.model.max_length, train_dataset=train, collator=collator,
+                       texts=texts if task == "classification" else None, build_model=build_model, lr=t.lr,
+                       weight_decay=t.weight_decay, warmup=t.warmup, schedule=t.schedule, schedule_by=t.schedule_by,
+                       max_grad_norm=t.max_grad_norm if t.max_grad_norm is not None else 0.0,
+                       fused_adamw=t.fused_adamw, bf16=t.bf16, eval_batch_size=t.eval_batch_size, out_dir=run_dir)
 
 
 def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:

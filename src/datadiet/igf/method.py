@@ -275,14 +275,10 @@ class IGF(Method):
         if ctx.task != "causal_lm":
             raise DataDietError("igf filters causal-LM fine-tuning (it predicts a context's perplexity gain); the task "
                                 f"is {ctx.task!r}. Use a causal-LM dataset (e.g. 'austen') and model (e.g. 'smollm2-135m')")
-        if ctx.model is None or ctx.train_dataset is None:
-            raise DataDietError("igf plans with the model and the training contexts; run it through `datadiet train` "
-                                "or datadiet.runner.run")
-        lm = getattr(ctx.model, "model", ctx.model)
-        cfg = ctx.config
-        name = cfg.model.name if cfg is not None else type(lm).__name__
-        bf16 = bool(cfg.train.bf16) if cfg is not None else False
-        prep = self.prepare_learner(model=lm, dataset=ctx.train_dataset, model_name=name, bf16=bf16)
+        ctx.need("igf", "model", "train_dataset")
+        lm = ctx.model
+        name = ctx.model_name if ctx.model_name is not None else type(lm).__name__
+        prep = self.prepare_learner(model=lm, dataset=ctx.train_dataset, model_name=name, bf16=ctx.bf16)
         center, scale, units = 0.0, 1.0, {}
         if self.threshold_units == "pool":
             # thresholds in standard deviations of the learner's own predictions over the pool

@@ -192,17 +192,12 @@ class DataDietDynamicMethod:
         if ctx.task != "classification":
             raise DataDietError(f"data_diet_dynamic scores classifiers (EL2N needs class labels), but the task is "
                                 f"{ctx.task!r}; use a classification dataset")
-        if ctx.model is None or ctx.train_dataset is None or ctx.collator is None:
-            raise DataDietError("data_diet_dynamic needs the run's model and training data; run it through "
-                                "`datadiet train` / datadiet.runner.run")
+        ctx.need("data_diet_dynamic", "model", "train_dataset", "collator")
         if ctx.epochs <= self.start_epoch:
             raise ConfigError(f"data_diet_dynamic first prunes at epoch start_epoch={self.start_epoch} (counting from 0) "
                               f"but the run has train.epochs={ctx.epochs}; set train.epochs >= {self.start_epoch + 1} "
                               "or a smaller start_epoch")
-        cfg = ctx.config
-        batch_size = cfg.train.eval_batch_size if cfg is not None else ctx.batch_size
-        autocast = torch.bfloat16 if cfg is not None and cfg.train.bf16 else None
-        model = getattr(ctx.model, "model", ctx.model)
+        model, batch_size, autocast = ctx.model, ctx.eval_batch_size, ctx.autocast_dtype
         fn = el2n_score_fn(model, ctx.train_dataset, collator=ctx.collator, batch_size=batch_size,
                            autocast_dtype=autocast)
         f = DataDietDynamic(ids=np.asarray(ctx.ids), score_fn=fn, keep=self.keep, every=self.every,

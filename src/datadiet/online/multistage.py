@@ -28,8 +28,8 @@ from .loss_threshold import LossThreshold, LossThresholdMethod, num_classes_of
 from .meta_predictor import MetaPredictor
 
 
-def infer_vocab_size(model: Any) -> int | None:
-    """The token-id space of ``model`` (a datadiet ``LoadedModel``, a HF model or a tokenizer), or None."""
+def infer_vocab_size(model: Any, tokenizer: Any = None) -> int | None:
+    """The token-id space of ``model`` (a datadiet ``LoadedModel`` or a HF model) and ``tokenizer``, or None."""
     sizes = []
     for obj in (model, getattr(model, "model", None)):
         if obj is None:
@@ -44,12 +44,12 @@ def infer_vocab_size(model: Any) -> int | None:
                 sizes.append(int(emb().num_embeddings))
             except Exception:  # noqa: BLE001 - a model without a plain embedding table
                 pass
-    tok = getattr(model, "tokenizer", None)
-    if tok is not None:
-        try:
-            sizes.append(len(tok))
-        except TypeError:
-            pass
+    for tok in (getattr(model, "tokenizer", None), getattr(tokenizer, "tokenizer", tokenizer)):
+        if tok is not None:
+            try:
+                sizes.append(len(tok))
+            except TypeError:
+                pass
     return max(sizes) if sizes else None
 
 
@@ -175,7 +175,7 @@ class MultistageMethod:
 
         if len(ctx.ids) == 0:
             raise ConfigError("multistage needs a non-empty training set")
-        vocab = self.vocab_size if self.vocab_size is not None else infer_vocab_size(ctx.model)
+        vocab = self.vocab_size if self.vocab_size is not None else infer_vocab_size(ctx.model, ctx.tokenizer)
         filters = self.build_filters(n_first_epoch=len(ctx.ids), seed=ctx.seed if self.seed is None else self.seed,
                                      vocab_size=vocab, num_classes=num_classes_of(ctx))
         return Plan(filters=filters, info={"warmup_examples": filters[1].warmup_examples,

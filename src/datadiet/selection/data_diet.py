@@ -279,29 +279,24 @@ class DataDiet:
         if ctx.task != "classification":
             raise DataDietError(f"data_diet scores classifiers (EL2N/GraNd need class labels), but the task is "
                                 f"{ctx.task!r}; use a classification dataset, or an online method for causal LM")
-        if ctx.config is None or ctx.model is None or ctx.train_dataset is None:
-            raise DataDietError("data_diet needs the run's config, model and training data to score examples; "
-                                "run it through `datadiet train` / datadiet.runner.run")
-        cfg = ctx.config
-        lm = ctx.model
-        device = next(lm.model.parameters()).device
+        ctx.need("data_diet", "model", "train_dataset", "collator", "build_model")
+        device = next(ctx.model.parameters()).device
         n = len(ctx.train_dataset)
-        steps = self.scoring_steps(n, cfg.train.batch_size)
+        steps = self.scoring_steps(n, ctx.batch_size)
         base = ctx.seed if self.seed is None else self.seed
         seeds = [base + i for i in range(self.score_seeds)]
-        settings = TrainSettings.from_config(cfg, pad_token_id=lm.pad_token_id, grand_chunk_size=self.grand_chunk_size)
-        num_labels = int(getattr(lm.model.config, "num_labels", 0) or 0) or None
-
-        def build(seed: int):
-            from ..models import load_model
-
-            return load_model(cfg.model.name, task="classification", num_labels=num_labels, seed=seed).model.to(device)
+        settings = TrainSettings.from_context(ctx, grand_chunk_size=self.grand_chunk_size)
+        build = ctx.build_model
 
         cache_base = None
         if self.cache:
-            cache_base = {"model": cfg.model.name, "max_length": cfg.model.max_length,
+            cache_base = {"model": ctx.model_name, "max_length": ctx.max_length,
                           "data": data_fingerprint(ctx.train_dataset), "device": device.type,
                           "settings": {k: v for k, v in vars(settings).items() if k not in ("score_batch_size", "grand_chunk_size")}}
+            if ctx.model_name is None:  # no name to key the cache by: a fingerprint of the weights instead
+                from .embeddings import weights_fingerprint
+
+                cache_base["model"] = weights_fingerprint(ctx.model)
         return compute_scores(kind=self.score, seeds=seeds, steps=steps, build_model=build, dataset=ctx.train_dataset,
                               collator=ctx.collator, settings=settings, labels=ctx.labels,
                               cache=ScoreCache() if self.cache else None, cache_base=cache_base, progress=progress)
@@ -331,8 +326,8 @@ class DataDiet:
         result = self.compute_scores(ctx)
         if not np.array_equal(result.ids, np.asarray(ctx.ids)):
             raise DataDietError("the scored examples do not match the training set's ids; clear the score cache")
-        if ctx.run_dir is not None:
-            result.save(Path(ctx.run_dir) / "scores.json")
+        if ctx.out_dir is not None:
+            result.save(Path(ctx.out_dir) / "scores.json")
         sel = self.select_from_scores(result, seed=ctx.seed)
         scoring = {"kind": result.kind, "seeds": list(result.seeds), "steps": result.steps, "cost_s": result.cost_s,
                    "spent_s": result.spent_s, "cached": list(result.cached), "reused_s": result.reused_s}

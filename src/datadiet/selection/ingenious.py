@@ -333,25 +333,21 @@ class Ingenious:
         ``warm_start_examples``; zeros without one)."""
         from .embeddings import EmbeddingCache, example_embeddings
 
-        cfg = ctx.config
         cache = EmbeddingCache() if self.cache and not self.warm_start_steps else None
-        batch_size = cfg.train.eval_batch_size if cfg is not None else 64
-        max_length = cfg.model.max_length if cfg is not None else 128
+        batch_size, max_length = ctx.eval_batch_size, ctx.max_length
         ids = np.asarray(ctx.ids, dtype=np.int64)
         warm: dict[str, Any] = {"warm_start_s": 0.0, "warm_start_examples": 0}
         if self.embedding == "model":
-            model = _module(ctx)
-            if ctx.train_dataset is None or ctx.collator is None:
-                raise DataDietError("ingenious with embedding=model needs the run's tokenized training data and "
-                                    "collator; run it through `datadiet train` / datadiet.runner.run")
+            ctx.need("ingenious with embedding=model", "model", "train_dataset", "collator")
+            model = ctx.model
             if self.warm_start_steps:
                 model, warm = self._warm_started(ctx, model, progress=progress)
-            name = cfg.model.name if cfg is not None else getattr(ctx.model, "name", None)
             return example_embeddings(ids=ids, model=model, dataset=ctx.train_dataset, collator=ctx.collator,
-                                      model_name=name, layer=self.layer, max_length=max_length, batch_size=batch_size,
-                                      autocast_dtype=_autocast(cfg), cache=cache, progress=progress), warm
-        texts = example_texts(ctx)
-        device = next(_module(ctx).parameters()).device if ctx.model is not None else None
+                                      model_name=ctx.model_name, layer=self.layer, max_length=max_length,
+                                      batch_size=batch_size, autocast_dtype=ctx.autocast_dtype, cache=cache,
+                                      progress=progress), warm
+        texts = ctx.example_texts()
+        device = next(ctx.model.parameters()).device if ctx.model is not None else None
         return example_embeddings(ids=ids, encoder=self.embedding, texts=texts, layer=self.layer,
                                   max_length=max_length, batch_size=batch_size, device=device, cache=cache,
                                   progress=progress), warm
@@ -362,12 +358,8 @@ class Ingenious:
 
         from .score_runs import TrainSettings, train_steps
 
-        if ctx.config is None:
-            raise DataDietError("warm_start_steps needs the run's training settings; run it through `datadiet train` / "
-                                "datadiet.runner.run")
         seed = ctx.seed if self.seed is None else self.seed
-        pad = getattr(ctx.model, "pad_token_id", None)
-        settings = dataclasses.replace(TrainSettings.from_config(ctx.config, pad_token_id=pad or 0), task=ctx.task)
+        settings = TrainSettings.from_context(ctx)
         t0 = time.perf_counter()
         warm = copy.deepcopy(model)
         examples = train_steps(warm, ctx.train_dataset, collator=ctx.collator, steps=self.warm_start_steps,
@@ -424,11 +416,9 @@ class Ingenious:
     def _recompute_fn(self, ctx, seed: int) -> Callable[[int], SubmodularGains]:
         from .embeddings import model_embeddings
 
-        model = _module(ctx)
-        ds, collator = ctx.train_dataset, ctx.collator
-        cfg = ctx.config
-        batch_size = cfg.train.eval_batch_size if cfg is not None else 64
-        autocast = _autocast(cfg)
+        ctx.need("ingenious with reselect=recompute", "model", "train_dataset", "collator")
+        model, ds, collator = ctx.model, ctx.train_dataset, ctx.collator
+        batch_size, autocast = ctx.eval_batch_size, ctx.autocast_dtype
 
         def recompute(i: int) -> SubmodularGains:
             vec = model_embeddings(model, ds, collator=collator, layer=self.layer, batch_size=batch_size,
@@ -438,39 +428,9 @@ class Ingenious:
         return recompute
 
 
-# ------------------------------------------------------------------------------------------- helpers
-def _module(ctx) -> torch.nn.Module:
-    if ctx.model is None:
-        raise DataDietError("ingenious with embedding=model needs the run's model; run it through `datadiet train` / "
-                            "datadiet.runner.run")
-    return getattr(ctx.model, "model", ctx.model)
-
-
-def _autocast(cfg) -> torch.dtype | None:
-    return torch.bfloat16 if cfg is not None and cfg.train.bf16 else None
-
-
 def example_texts(ctx) -> list[str]:
-    """The raw texts of ``ctx``'s training examples, in ``ctx.ids`` order (what a sentence encoder reads).
-
-    Classification: from the run's dataset (by stable id; a text pair is joined with ``[SEP]``).
-    Causal LM: each training context decoded with the model's tokenizer.
-    """
-    ids = np.asarray(ctx.ids, dtype=np.int64)
-    if ctx.task == "causal_lm":
-        tok = getattr(ctx.model, "tokenizer", None)
-        if tok is None or ctx.train_dataset is None:
-            raise DataDietError("embedding=minilm on causal-LM contexts needs the run's tokenizer and training data")
-        return [tok.decode(ctx.train_dataset[i]["input_ids"]) for i in range(len(ctx.train_dataset))]
-    if ctx.config is None:
-        raise DataDietError("embedding=minilm needs the raw texts, which come from the run's config; run it through "
-                            "`datadiet train` / datadiet.runner.run, or use embedding=model")
-    from ..runner import load_data  # memoised: the run has loaded this split already
-
-    split = load_data(ctx.config).train.select_ids(ids)
-    if split.texts_pair is None:
-        return list(split.texts)
-    return [f"{a} [SEP] {b}" for a, b in zip(split.texts, split.texts_pair)]
+    """The raw texts of ``ctx``'s training examples, in ``ctx.ids`` order (what a sentence encoder reads)."""
+    return ctx.example_texts()
 
 
 __all__ = ["Ingenious", "IngeniousFilter", "derive_seed", "example_texts", "EMBEDDINGS", "RESELECT"]

@@ -74,11 +74,12 @@ class TrainSettings:
         check_int("grand_chunk_size", self.grand_chunk_size, min=1)
 
     @classmethod
-    def from_config(cls, cfg, *, pad_token_id: int = 0, grand_chunk_size: int = 8) -> TrainSettings:
-        t = cfg.train
-        return cls(batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, schedule=t.schedule,
-                   schedule_by=t.schedule_by, max_grad_norm=t.max_grad_norm, fused_adamw=t.fused_adamw, epochs=t.epochs,
-                   bf16=t.bf16, pad_token_id=pad_token_id, score_batch_size=t.eval_batch_size,
+    def from_context(cls, ctx, *, grand_chunk_size: int = 8) -> TrainSettings:
+        """The training settings of a planning context (:class:`datadiet.method.PlanContext`)."""
+        return cls(batch_size=ctx.batch_size, lr=ctx.lr, weight_decay=ctx.weight_decay, warmup=ctx.warmup,
+                   schedule=ctx.schedule, schedule_by=ctx.schedule_by, max_grad_norm=ctx.max_grad_norm,
+                   fused_adamw=ctx.fused_adamw, epochs=max(1, ctx.epochs), bf16=ctx.bf16, task=ctx.task,
+                   pad_token_id=ctx.pad_token_id, score_batch_size=ctx.eval_batch_size,
                    grand_chunk_size=grand_chunk_size)
 
     @property
