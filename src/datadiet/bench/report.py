@@ -13,13 +13,13 @@ and keeps each cell's run folder with its ``record.json``. This module turns the
   histograms, the highest-scoring examples, the AUROC for planted label flips).
 
 Only the standard library is imported here (the scores view, imported when a section has scores
-files, uses numpy); the report never prints (it logs).
+files, uses numpy); the rendering pieces both share (formatting, the page skeleton, SVG axes) live
+in :mod:`datadiet.bench.render`. The report never prints (it logs).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import logging
 import math
@@ -28,6 +28,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from .render import DASH, Scale, esc, fmt_count, html_page, md_escape, num, svg_open, trunc, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +134,8 @@ def _failed_cells(lines: Iterable[dict[str, Any]], finished: Sequence[dict[str, 
 # ----------------------------------------------------------------------------------------------
 
 
-def _num(v: Any) -> float | None:
-    """A finite float, or None."""
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _values(rows: Iterable[dict[str, Any]], key: str) -> list[float]:
-    return [f for f in (_num(r.get(key)) for r in rows) if f is not None]
+    return [f for f in (num(r.get(key)) for r in rows) if f is not None]
 
 
 def _median(xs: Sequence[float]) -> float | None:
@@ -259,8 +250,8 @@ def _paired_test(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> dict
     """
     from .stats import wilcoxon_signed_rank
 
-    mine = {r.get("seed"): _num(r.get("value")) for r in rs}
-    ref = {r.get("seed"): _num(r.get("value")) for r in ref_rs}
+    mine = {r.get("seed"): num(r.get("value")) for r in rs}
+    ref = {r.get("seed"): num(r.get("value")) for r in ref_rs}
     common = sorted((k for k in mine if k in ref and mine[k] is not None and ref[k] is not None), key=str)
     if len(common) < PAIRED_MIN_SEEDS:
         return None
@@ -297,22 +288,13 @@ def _label_stats(rs: list[dict[str, Any]]) -> dict[str, Any]:
 # Formatting
 # ----------------------------------------------------------------------------------------------
 
-DASH = "—"
-
 
 def _fmt(v: Any, digits: int, suffix: str = "", signed: bool = False) -> str:
-    f = _num(v)
+    f = num(v)
     if f is None:
         return DASH
     s = f"{f:+.{digits}f}" if signed else f"{f:.{digits}f}"
     return s + suffix
-
-
-def _fmt_count(v: Any) -> str:
-    f = _num(v)
-    if f is None:
-        return DASH
-    return f"{f:,.0f}" if f == int(f) else f"{f:,.1f}"
 
 
 def _direction(metric: str | None) -> str:
@@ -337,7 +319,7 @@ def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
         (f"Δ {m} vs full ({_direction(metric)})", lambda s: _fmt(s["quality_delta_vs_full"], 4, signed=True)),
         ("backprop fraction vs full", lambda s: _fmt(s["backprop_fraction_vs_full"], 2)),
         ("forward fraction vs full", lambda s: _fmt(s["forward_fraction_vs_full"], 2)),
-        ("optimizer steps median", lambda s: _fmt_count(s["median_optimizer_steps"])),
+        ("optimizer steps median", lambda s: fmt_count(s["median_optimizer_steps"])),
         *([("paired vs full: wins, p (Wilcoxon)", _paired_txt)] if any(s.get("paired_vs_full") for s in srows) else []),
     ]
 
@@ -347,14 +329,6 @@ def _paired_txt(s: dict[str, Any]) -> str:
     if not t:
         return DASH
     return f"{t['wins']}/{t['n']}, one-sided {t['p_better']:.3g}, two-sided {t['p_two_sided']:.3g}"
-
-
-_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
-
-
-def _md(text: Any) -> str:
-    """Markdown-escape data text (pipes, HTML brackets, emphasis) and keep it on one line."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def _uniq(rows: Iterable[dict[str, Any]], key: str) -> list[str]:
@@ -402,11 +376,11 @@ def _section_title(suite: Any, dataset: Any, multi_suite: bool) -> str:
 def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
               failed: list[dict[str, Any]], generated: str, scores: dict[tuple, Any] | None = None) -> str:
     suites = _uniq(rows, "suite")
-    out = [f"# {_md(title)}", ""]
-    out.append(f"- suite: {', '.join(_md(s) for s in suites) or DASH}")
+    out = [f"# {md_escape(title)}", ""]
+    out.append(f"- suite: {', '.join(md_escape(s) for s in suites) or DASH}")
     out.append(f"- generated: {generated}")
     for k, v in _machine(rows):
-        out.append(f"- {k}: {_md(v)}")
+        out.append(f"- {k}: {md_escape(v)}")
     out.append(f"- finished cells: {len(rows)}" + (f"; failed cells: {len(failed)}" if failed else ""))
     out.append("")
     if not summary:
@@ -415,16 +389,16 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, An
     for (suite, dataset), srows in _by_section(summary).items():
         metric = srows[0]["metric"]
         model = ", ".join(_uniq(srows, "model"))
-        out.append(f"## {_md(_section_title(suite, dataset, multi))}")
+        out.append(f"## {md_escape(_section_title(suite, dataset, multi))}")
         out.append("")
-        out.append(f"model: {_md(model or DASH)}; metric: {_md(metric or DASH)} ({_direction(metric)})"
+        out.append(f"model: {md_escape(model or DASH)}; metric: {md_escape(metric or DASH)} ({_direction(metric)})"
                    + ("" if srows[0]["reference"] else "; no `full` rows, so no comparison with full"))
         out.append("")
         cols = _columns(srows)
         out.append("| " + " | ".join(h for h, _ in cols) + " |")
         out.append("|" + "|".join([":---"] + ["---:"] * (len(cols) - 1)) + "|")
         for s in srows:
-            out.append("| " + " | ".join(_md(f(s)) if i == 0 else f(s) for i, (_, f) in enumerate(cols)) + " |")
+            out.append("| " + " | ".join(md_escape(f(s)) if i == 0 else f(s) for i, (_, f) in enumerate(cols)) + " |")
         out.append("")
         part = (scores or {}).get((suite, dataset))
         if part is not None:
@@ -435,7 +409,7 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, An
         out += ["## Failed cells", ""]
         for r in failed:
             err = " ".join(str(r.get("error") or "").split())[:300]
-            out.append(f"- {_md(r.get('cell') or _cell_key(r))}: {_md(err) or 'no error message'}")
+            out.append(f"- {md_escape(r.get('cell') or _cell_key(r))}: {md_escape(err) or 'no error message'}")
         out.append("")
     out += ["## How to read", ""] + [f"- {t}" for t in HOW_TO_READ] + [""]
     return "\n".join(out)
@@ -456,8 +430,6 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#7f7f7f", "#393b79", "#ad494a", "#637939", "#e6550d", "#7b4173", "#3182bd"]
 REF_COLOR = "#222222"
 
-_E = html.escape
-
 
 def _colors(summary: list[dict[str, Any]]) -> dict[str, str]:
     """One colour per method label across the whole report (``full`` in near-black)."""
@@ -473,113 +445,6 @@ def _colors(summary: list[dict[str, Any]]) -> dict[str, str]:
             out[label] = PALETTE[i % len(PALETTE)]
             i += 1
     return out
-
-
-class _Scale:
-    """Maps data values to pixels; linear or log10, with 'nice' ticks."""
-
-    def __init__(self, values: Sequence[float], p0: float, p1: float, *, log: bool = False,
-                 fixed: tuple[float, float] | None = None, pad: float = 0.08):
-        self.log = log and all(v > 0 for v in values) and bool(values)
-        vs = [math.log10(v) for v in values] if self.log else list(values)
-        if fixed is not None:
-            lo, hi = fixed
-        elif not vs:
-            lo, hi = 0.0, 1.0
-        else:
-            lo, hi = min(vs), max(vs)
-            if hi - lo < 1e-12 * max(1.0, abs(hi)):
-                d = abs(hi) * 0.05 or 0.5
-                lo, hi = lo - d, hi + d
-            span = hi - lo
-            lo, hi = lo - pad * span, hi + pad * span
-        self.lo, self.hi, self.p0, self.p1 = lo, hi, p0, p1
-
-    def __call__(self, v: float) -> float:
-        x = math.log10(v) if self.log else v
-        return self.p0 + (x - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0)
-
-    def ticks(self, n: int = 5) -> list[tuple[float, str]]:
-        if self.log:
-            return self._log_ticks()
-        out: list[tuple[float, str]] = []
-        for target in (n, n + 2, n + 5):  # at least 3 labelled ticks where possible
-            out = self._linear_ticks(self.lo, self.hi, target)
-            if len(out) >= 3:
-                break
-        return out
-
-    @staticmethod
-    def _linear_ticks(lo: float, hi: float, n: int) -> list[tuple[float, str]]:
-        step = _nice_step((hi - lo) / n)
-        start = math.ceil(lo / step - 1e-9) * step
-        out = []
-        k = 0
-        while True:
-            v = start + k * step
-            if v > hi + 1e-9 * step:
-                break
-            v = 0.0 if abs(v) < step * 1e-9 else v
-            out.append((v, _tick_label(v, step)))
-            k += 1
-        return out
-
-    def _log_ticks(self) -> list[tuple[float, str]]:
-        lo, hi = self.lo, self.hi
-        best: list[tuple[float, str]] = []
-        for mults in ((1, 2, 3, 5), (1, 2, 5), (1, 3), (1,)):
-            out = []
-            for e in range(math.floor(lo) - 1, math.ceil(hi) + 1):
-                for m in mults:
-                    v = m * 10.0 ** e
-                    if lo - 1e-9 <= math.log10(v) <= hi + 1e-9:
-                        out.append((v, _tick_label(v, v)))
-            if len(out) <= 8:
-                best = out
-                break
-        if len(best) >= 3:
-            return best
-        # a narrow log range (< a decade or so): ordinary ticks placed on the log axis
-        return [t for t in self._linear_ticks(10 ** lo, 10 ** hi, 5) if t[0] > 0]
-
-
-def _nice_step(raw: float) -> float:
-    if raw <= 0 or not math.isfinite(raw):
-        return 1.0
-    mag = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 2.5, 5, 10):
-        if m * mag >= raw * (1 - 1e-9):
-            return m * mag
-    return 10 * mag
-
-
-def _tick_label(v: float, step: float) -> str:
-    a = abs(v)
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if a >= div and a >= 10_000:
-            return _tick_label(v / div, step / div) + suf
-    if step >= 1 and float(v).is_integer():
-        return f"{v:.0f}"
-    digits = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 2
-    if round(step * 10 ** digits, 6) % 1:  # e.g. 2.5 steps need one more digit
-        digits += 1
-    return f"{v:.{min(digits, 6)}f}"
-
-
-def _trunc(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def svg_open(kind: str, title: str, *, width: int, height: int, left: float, title_y: int, title_size: int,
-             title_chars: int) -> list[str]:
-    """The opening of every inline plot: the svg element, its accessible title, background and heading."""
-    return [f'<svg class="plot" data-kind="{_E(kind)}" viewBox="0 0 {width} {height}" width="{width}" '
-            f'height="{height}" role="img" aria-label="{_E(title)}" font-family="system-ui, -apple-system, '
-            f'Segoe UI, Roboto, DejaVu Sans, Arial, sans-serif">',
-            f"<title>{_E(title)}</title>",
-            f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-            f'<text x="{left}" y="{title_y}" font-size="{title_size}" font-weight="600" fill="#111">'
-            f'{_E(_trunc(title, title_chars))}</text>']
 
 
 def _svg(
@@ -607,50 +472,50 @@ def _svg(
     left, right, top, bottom = 70, width - leg_w, 40, height - 54
     xs = [p["x"] for p in points] + [x for ln in lines for x, _ in ln["xy"]]
     ys = [p["y"] for p in points] + [y for ln in lines for _, y in ln["xy"]] + [h["y"] for h in hlines]
-    sx = _Scale(xs, left, right, log=xlog)
-    sy = _Scale(ys, bottom, top, log=ylog, fixed=yfixed)
+    sx = Scale(xs, left, right, log=xlog)
+    sy = Scale(ys, bottom, top, log=ylog, fixed=yfixed)
     o = svg_open(kind, title, width=width, height=height, left=left, title_y=22, title_size=14, title_chars=80)
     # grid + ticks
     for v, t in sx.ticks(6):
         px = sx(v)
         o.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#e6e6e6"/>')
         o.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 5}" stroke="#444"/>')
-        o.append(f'<text x="{px:.1f}" y="{bottom + 18}" font-size="11" text-anchor="middle" fill="#333">{_E(t)}</text>')
+        o.append(f'<text x="{px:.1f}" y="{bottom + 18}" font-size="11" text-anchor="middle" fill="#333">{esc(t)}</text>')
     for v, t in sy.ticks(5):
         py = sy(v)
         o.append(f'<line x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="#e6e6e6"/>')
         o.append(f'<line x1="{left - 5}" y1="{py:.1f}" x2="{left}" y2="{py:.1f}" stroke="#444"/>')
-        o.append(f'<text x="{left - 8}" y="{py + 4:.1f}" font-size="11" text-anchor="end" fill="#333">{_E(t)}</text>')
+        o.append(f'<text x="{left - 8}" y="{py + 4:.1f}" font-size="11" text-anchor="end" fill="#333">{esc(t)}</text>')
     o.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#444"/>')
     o.append(f'<text x="{(left + right) / 2:.1f}" y="{height - 12}" font-size="12" text-anchor="middle" '
-             f'fill="#111">{_E(xlabel)}{" (log scale)" if sx.log else ""}</text>')
+             f'fill="#111">{esc(xlabel)}{" (log scale)" if sx.log else ""}</text>')
     o.append(f'<text transform="translate(16 {(top + bottom) / 2:.1f}) rotate(-90)" font-size="12" '
-             f'text-anchor="middle" fill="#111">{_E(ylabel)}{" (log scale)" if sy.log else ""}</text>')
+             f'text-anchor="middle" fill="#111">{esc(ylabel)}{" (log scale)" if sy.log else ""}</text>')
     for h in hlines:
         py = sy(h["y"])
         o.append(f'<line class="ref" x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="{h["color"]}" '
-                 f'stroke-dasharray="5 4" stroke-width="1.2" opacity="0.7"><title>{_E(h["text"])}</title></line>')
+                 f'stroke-dasharray="5 4" stroke-width="1.2" opacity="0.7"><title>{esc(h["text"])}</title></line>')
     for ln in lines:
         if not ln["xy"]:
             continue
         d = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(ln["xy"]))
         dash = f' stroke-dasharray="{ln["dash"]}"' if ln.get("dash") else ""
         o.append(f'<path class="ln" d="{d}" fill="none" stroke="{ln["color"]}" stroke-width="{ln.get("width", 1.6)}" '
-                 f'stroke-linejoin="round" opacity="{ln.get("opacity", 0.85)}"{dash}><title>{_E(ln["tip"])}</title></path>')
+                 f'stroke-linejoin="round" opacity="{ln.get("opacity", 0.85)}"{dash}><title>{esc(ln["tip"])}</title></path>')
         if len(ln["xy"]) == 1:  # a one-point line is invisible: mark it
             x, y = ln["xy"][0]
             o.append(f'<circle class="pt" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{ln["color"]}">'
-                     f'<title>{_E(ln["tip"])}</title></circle>')
+                     f'<title>{esc(ln["tip"])}</title></circle>')
     for p in sorted(points, key=lambda p: p.get("median", False)):
         cx, cy = sx(p["x"]), sy(p["y"])
         if p.get("median"):
             r = p.get("r", 7.5)
             o.append(f'<path class="med" d="M{cx:.1f},{cy - r:.1f} L{cx + r:.1f},{cy:.1f} L{cx:.1f},{cy + r:.1f} '
                      f'L{cx - r:.1f},{cy:.1f} Z" fill="{p["color"]}" stroke="#fff" stroke-width="1.5">'
-                     f'<title>{_E(p["tip"])}</title></path>')
+                     f'<title>{esc(p["tip"])}</title></path>')
         else:
             o.append(f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="{p.get("r", 4)}" fill="{p["color"]}" '
-                     f'fill-opacity="0.55" stroke="{p["color"]}" stroke-width="1"><title>{_E(p["tip"])}</title></circle>')
+                     f'fill-opacity="0.55" stroke="{p["color"]}" stroke-width="1"><title>{esc(p["tip"])}</title></circle>')
     if legend:
         lx = right + 16
         o.append('<g class="legend" font-size="11" fill="#222">')
@@ -666,8 +531,8 @@ def _svg(
             else:
                 sw = (f'<path d="M{lx + 7},{y - 6:.1f} L{lx + 13},{y:.1f} L{lx + 7},{y + 6:.1f} L{lx + 1},{y:.1f} Z" '
                       f'fill="{color}"/>')
-            o.append(f'<g>{sw}<text x="{lx + 20}" y="{y + 4:.1f}">{_E(_trunc(label, 31))}</text>'
-                     f'<title>{_E(label)}</title></g>')
+            o.append(f'<g>{sw}<text x="{lx + 20}" y="{y + 4:.1f}">{esc(trunc(label, 31))}</text>'
+                     f'<title>{esc(label)}</title></g>')
         if len(legend) > max_items:
             o.append(f'<text x="{lx}" y="{ly + max_items * 17 + 4:.1f}" fill="#666">+{len(legend) - max_items} more</text>')
         o.append("</g>")
@@ -700,7 +565,7 @@ def _scatter_plot(srows, by_label, colors, *, kind, xkey, xlabel, title, xscale=
         label, color = s["label"], colors[s["label"]]
         xs_seed = []
         for r in by_label.get(label, []):
-            x, y = _num(r.get(xkey)), _num(r.get("value"))
+            x, y = num(r.get(xkey)), num(r.get("value"))
             if x is None or y is None:
                 continue
             x = x / xscale if xscale else x
@@ -735,8 +600,8 @@ def _skip_plot(srows, by_label, records, colors, title):
             for i, b in enumerate(hist):
                 if not isinstance(b, dict):
                     continue
-                y = _num(b.get("skip_rate"))
-                x = _num(b.get("batch"))
+                y = num(b.get("skip_rate"))
+                x = num(b.get("batch"))
                 if y is None:
                     continue
                 xy.append((x if x is not None else float(i + 1), y))
@@ -767,7 +632,7 @@ def _curve_plot(srows, by_label, records, colors, title):
             if have_curves:
                 xy, ykey = _curve_xy(rec, r, metric)
             else:
-                xy = [(float(i + 1), y) for i, y in enumerate(_num(v) for v in ((rec or {}).get("step_losses") or []))
+                xy = [(float(i + 1), y) for i, y in enumerate(num(v) for v in ((rec or {}).get("step_losses") or []))
                       if y is not None]
                 ykey = "training loss"
             if not xy:
@@ -792,13 +657,13 @@ def _curve_plot(srows, by_label, records, colors, title):
 def _curve_xy(rec: dict[str, Any] | None, r: dict[str, Any], metric: str) -> tuple[list[tuple[float, float]], str]:
     """(wall-clock incl. selection, metric) from a record's intermediate evaluations."""
     curve = (rec or {}).get("curve") or []
-    sel = _num(r.get("selection_s")) or _num(((rec or {}).get("timings") or {}).get("selection_s")) or 0.0
+    sel = num(r.get("selection_s")) or num(((rec or {}).get("timings") or {}).get("selection_s")) or 0.0
     xy = []
     for c in curve:
         if not isinstance(c, dict):
             continue
-        y = _num(c.get(metric))
-        t = _num(c.get("train_s"))
+        y = num(c.get(metric))
+        t = num(c.get("train_s"))
         if y is None or t is None:
             continue
         xy.append((sel + t, y))
@@ -837,41 +702,17 @@ def _load_records(root: Path, rows: list[dict[str, Any]]) -> dict[int, dict[str,
 # HTML
 # ----------------------------------------------------------------------------------------------
 
-_CSS = """
-:root { color-scheme: light; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; margin: 24px;
-       color: #1b1b1b; background: #fafafa; line-height: 1.4; }
-h1 { font-size: 24px; margin: 0 0 8px; } h2 { font-size: 19px; margin: 32px 0 6px; border-bottom: 1px solid #ddd;
-padding-bottom: 4px; } h3 { font-size: 15px; margin: 18px 0 6px; }
-.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 13px; margin: 8px 0 16px; }
-.meta dt { color: #666; } .meta dd { margin: 0; }
-.note { color: #555; font-size: 13px; }
-table { border-collapse: collapse; font-size: 13px; background: #fff; margin: 6px 0 12px; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; } th { background: #f0f0f0; font-weight: 600; vertical-align: bottom; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.ref td { background: #f7f7f7; }
-.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
-.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; max-width: 1600px; }
-.plots figure { margin: 0; background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 4px; }
-.plots svg { display: block; width: 100%; height: auto; }
-td.label { white-space: nowrap; }
-.plots svg .pt:hover, .plots svg .med:hover { stroke: #000; stroke-width: 2; }
-.plots svg .ln:hover { stroke-width: 3; opacity: 1; }
-details { margin: 6px 0 12px; } summary { cursor: pointer; color: #333; font-size: 13px; }
-pre.err { white-space: pre-wrap; font-size: 12px; background: #fff4f4; border: 1px solid #f0caca; padding: 6px; }
-"""
-
 
 def _html_table(srows: list[dict[str, Any]], colors: dict[str, str]) -> str:
     cols = _columns(srows)
-    o = ["<table class=\"summary\"><thead><tr>" + "".join(f"<th>{_E(h)}</th>" for h, _ in cols) + "</tr></thead><tbody>"]
+    o = ["<table class=\"summary\"><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h, _ in cols) + "</tr></thead><tbody>"]
     for s in srows:
         cells = []
         for i, (_, f) in enumerate(cols):
             if i == 0:
-                cells.append(f'<td class="label"><span class="swatch" style="background:{colors[s["label"]]}"></span>{_E(f(s))}</td>')
+                cells.append(f'<td class="label"><span class="swatch" style="background:{colors[s["label"]]}"></span>{esc(f(s))}</td>')
             else:
-                cells.append(f'<td class="num">{_E(f(s))}</td>')
+                cells.append(f'<td class="num">{esc(f(s))}</td>')
         cls = ' class="ref"' if s["is_reference"] else ""
         o.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     o.append("</tbody></table>")
@@ -885,12 +726,12 @@ def _cells_table(srows: list[dict[str, Any]], by_label: dict[str, list[dict[str,
     for s in srows:
         for r in by_label.get(s["label"], []):
             vals = [_fmt(r.get("value"), 4), _fmt(r.get("macro_f1"), 4), _fmt(r.get("wall_clock_s"), 1),
-                    _fmt(r.get("selection_s"), 1), _fmt(r.get("train_s"), 1), _fmt_count(r.get("examples_forwarded")),
-                    _fmt_count(r.get("examples_backpropagated")), _fmt_count(r.get("optimizer_steps")),
-                    f"{_fmt_count(r.get('n_train_used'))} / {_fmt_count(r.get('n_train'))}"]
-            o.append("<tr>" + f"<td>{_E(s['label'])}</td><td class=\"num\">{_E(str(r.get('seed')))}</td>"
-                     + "".join(f'<td class="num">{_E(v)}</td>' for v in vals)
-                     + f"<td>{_E(str(r.get('run_dir') or DASH))}</td></tr>")
+                    _fmt(r.get("selection_s"), 1), _fmt(r.get("train_s"), 1), fmt_count(r.get("examples_forwarded")),
+                    fmt_count(r.get("examples_backpropagated")), fmt_count(r.get("optimizer_steps")),
+                    f"{fmt_count(r.get('n_train_used'))} / {fmt_count(r.get('n_train'))}"]
+            o.append("<tr>" + f"<td>{esc(s['label'])}</td><td class=\"num\">{esc(str(r.get('seed')))}</td>"
+                     + "".join(f'<td class="num">{esc(v)}</td>' for v in vals)
+                     + f"<td>{esc(str(r.get('run_dir') or DASH))}</td></tr>")
     o.append("</tbody></table>")
     return "\n".join(o)
 
@@ -919,10 +760,10 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         ref = next((s for s in srows if s["is_reference"]), None)
         name = _section_title(suite, dataset, multi)
         sid = ids[(suite, dataset)]
-        body.append(f'<section class="dataset" id="{_E(sid)}">')
-        body.append(f"<h2>{_E(name)}</h2>")
+        body.append(f'<section class="dataset" id="{esc(sid)}">')
+        body.append(f"<h2>{esc(name)}</h2>")
         model = ", ".join(_uniq(srows, "model")) or DASH
-        body.append(f'<p class="note">model: {_E(model)}; metric: {_E(metric or DASH)} ({_direction(metric)})'
+        body.append(f'<p class="note">model: {esc(model)}; metric: {esc(metric or DASH)} ({_direction(metric)})'
                     + ("" if ref else "; no <code>full</code> rows, so no comparison with full") + "</p>")
         body.append(_html_table(srows, colors))
         plots, notes = [], []
@@ -948,7 +789,7 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         n_plots += len(plots)
         body.append('<div class="plots">' + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>")
         if notes:
-            body.append('<p class="note">Not plotted: ' + _E("; ".join(notes)) + ".</p>")
+            body.append('<p class="note">Not plotted: ' + esc("; ".join(notes)) + ".</p>")
         body.append(f"<details><summary>all {sum(len(v) for v in by_label.values())} finished cells</summary>"
                     + _cells_table(srows, by_label) + "</details>")
         part = (scores or {}).get((suite, dataset))
@@ -963,20 +804,20 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         body.append("<h2>Failed cells</h2><ul>")
         for r in failed:
             err = str(r.get("error") or "no error message")[:2000]
-            body.append(f"<li>{_E(str(r.get('cell') or _cell_key(r)))}<pre class=\"err\">{_E(err)}</pre></li>")
+            body.append(f"<li>{esc(str(r.get('cell') or _cell_key(r)))}<pre class=\"err\">{esc(err)}</pre></li>")
         body.append("</ul>")
     body.append("<h2>How to read</h2><ul class=\"note\">"
-                + "".join(f"<li>{_E(t).replace('`full`', '<code>full</code>')}</li>" for t in HOW_TO_READ)
+                + "".join(f"<li>{esc(t).replace('`full`', '<code>full</code>')}</li>" for t in HOW_TO_READ)
                 + "<li>Plots: small circles are single seeds, diamonds the medians; hover a mark for its numbers. "
                   "The dashed line is the median of full.</li></ul>")
     meta = [("suite", ", ".join(suites) or DASH), ("generated", generated)] + _machine(rows)
     meta.append(("finished cells", str(len(rows)) + (f" (failed cells: {len(failed)})" if failed else "")))
     meta.append(("plots", f'<span id="plot-count">{n_plots}</span>'))
-    dl = "".join(f"<dt>{_E(k)}</dt><dd>{v if k == 'plots' else _E(v)}</dd>" for k, v in meta)
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{v if k == 'plots' else esc(v)}</dd>" for k, v in meta)
     toc = ""
     if len(_by_section(summary)) > 1:
         toc = "<p class=\"note\">Datasets: " + " · ".join(
-            f'<a href="#{_E(ids[(su, d)])}">{_E(_section_title(su, d, multi))}</a>'
+            f'<a href="#{esc(ids[(su, d)])}">{esc(_section_title(su, d, multi))}</a>'
             for su, d in _by_section(summary)) + "</p>"
     extra_css = ""
     if scores:
@@ -985,25 +826,6 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
               "var n=document.querySelectorAll('svg.plot').length;var e=document.getElementById('plot-count');"
               "if(e){e.textContent=String(n);}})();</script>")
     return html_page(title, dl, f"{toc}\n{chr(10).join(body)}\n{script}", css=extra_css), n_plots
-
-
-def html_page(title: str, meta_dl: str, body: str, *, css: str = "") -> str:
-    """A self-contained report page: the shared style (plus ``css``), a heading, the meta list and ``body``."""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_E(title)}</title>
-<style>{_CSS}{css}</style>
-</head>
-<body>
-<h1>{_E(title)}</h1>
-<dl class="meta">{meta_dl}</dl>
-{body}
-</body>
-</html>
-"""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1040,15 +862,9 @@ def write_report(dir: str | Path, *, title: str | None = None, scores_top: int =
 
         scores = collect_scores(root, rows, records) or None
     md_path, html_path = root / REPORT_MD, root / REPORT_HTML
-    _write_atomic(md_path, _markdown(title, rows, summary, failed, generated, scores))
+    write_atomic(md_path, _markdown(title, rows, summary, failed, generated, scores))
     doc, n_plots = _html(title, rows, summary, failed, records, generated, scores, scores_top)
-    _write_atomic(html_path, doc)
+    write_atomic(html_path, doc)
     log.info("report: %s, %s (%d plots, %d finished cells, %d failed)", md_path, html_path, n_plots, len(rows),
              len(failed))
     return md_path, html_path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

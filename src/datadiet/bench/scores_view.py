@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataDietError
-from .report import _E, DASH, _Scale, _fmt_count, _md, _trunc, _write_atomic, html_page, svg_open
+from .render import DASH, Scale, esc, fmt_count, html_page, md_escape, svg_open, trunc, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class ScoresView:
         seeds = ", ".join(str(s) for s in r.seeds)
         runs = f"{len(r.seeds)} scoring run{'s' if len(r.seeds) != 1 else ''}"
         return (f"{r.kind} scores, mean of {runs} (seed{'s' if len(r.seeds) != 1 else ''} {seeds}) at step "
-                f"{r.steps}, {_fmt_count(len(r))} examples")
+                f"{r.steps}, {fmt_count(len(r))} examples")
 
 
 @dataclass
@@ -412,18 +412,18 @@ def _hist_svg(view: ScoresView, c: int, edges: np.ndarray, counts: np.ndarray, f
     if flips is not None:
         title += f", {n_flip:,} planted flips"
     left, right, top, bottom = 52, width - 12, 34, height - 44
-    sx = _Scale([float(edges[0]), float(edges[-1])], left, right, fixed=(float(edges[0]), float(edges[-1])))
+    sx = Scale([float(edges[0]), float(edges[-1])], left, right, fixed=(float(edges[0]), float(edges[-1])))
     ymax = max(1, int(counts.max()) if len(counts) else 1)
-    sy = _Scale([0.0, float(ymax)], bottom, top, fixed=(0.0, ymax * 1.08))
+    sy = Scale([0.0, float(ymax)], bottom, top, fixed=(0.0, ymax * 1.08))
     o = svg_open("score-hist", title, width=width, height=height, left=left, title_y=20, title_size=12, title_chars=52)
     for v, t in sx.ticks(4):
         px = sx(v)
         o.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 4}" stroke="#444"/>')
-        o.append(f'<text x="{px:.1f}" y="{bottom + 16}" font-size="10" text-anchor="middle" fill="#333">{_E(t)}</text>')
+        o.append(f'<text x="{px:.1f}" y="{bottom + 16}" font-size="10" text-anchor="middle" fill="#333">{esc(t)}</text>')
     for v, t in sy.ticks(4):
         py = sy(v)
         o.append(f'<line x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="#eee"/>')
-        o.append(f'<text x="{left - 6}" y="{py + 3:.1f}" font-size="10" text-anchor="end" fill="#333">{_E(t)}</text>')
+        o.append(f'<text x="{left - 6}" y="{py + 3:.1f}" font-size="10" text-anchor="end" fill="#333">{esc(t)}</text>')
     last = len(counts) - 1
     for i, n in enumerate(counts):
         n = int(n)
@@ -437,7 +437,7 @@ def _hist_svg(view: ScoresView, c: int, edges: np.ndarray, counts: np.ndarray, f
         if flips is not None:
             tip += f" ({f:,} planted flips)"
         y_clean = sy(float(n - f))
-        o.append(f'<g class="bar"><title>{_E(tip)}</title>')
+        o.append(f'<g class="bar"><title>{esc(tip)}</title>')
         if n - f > 0:
             o.append(f'<rect x="{x0 + 0.3:.1f}" y="{y_clean:.1f}" width="{w:.1f}" height="{bottom - y_clean:.1f}" '
                      f'fill="{CLEAN_COLOR}"/>')
@@ -448,7 +448,7 @@ def _hist_svg(view: ScoresView, c: int, edges: np.ndarray, counts: np.ndarray, f
         o.append("</g>")
     o.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#444"/>')
     o.append(f'<text x="{(left + right) / 2:.1f}" y="{height - 10}" font-size="11" text-anchor="middle" fill="#111">'
-             f'mean {_E(view.result.kind)} score (larger = harder)</text>')
+             f'mean {esc(view.result.kind)} score (larger = harder)</text>')
     o.append(f'<text transform="translate(13 {(top + bottom) / 2:.1f}) rotate(-90)" font-size="11" '
              f'text-anchor="middle" fill="#111">examples</text>')
     o.append("</svg>")
@@ -475,7 +475,7 @@ def _text_of(view: ScoresView, i: int, limit: int) -> str | None:
     if view.texts is None:
         return None
     t = view.texts.get(i)
-    return None if t is None else _trunc(" ".join(str(t).split()), limit)
+    return None if t is None else trunc(" ".join(str(t).split()), limit)
 
 
 def _flip_text(view: ScoresView, i: int) -> str:
@@ -518,21 +518,21 @@ def _summary_line(view: ScoresView, n_top: int) -> str:
 def _view_html(view: ScoresView, *, top: int) -> tuple[str, int]:
     r = view.result
     o = []
-    o.append(f'<p class="note">{_E(_summary_line(view, top))}.</p>')
+    o.append(f'<p class="note">{esc(_summary_line(view, top))}.</p>')
     meta = [f"cost {r.cost_s:.1f} s of scoring runs when computed"]
     if view.cells:
         meta.append(f"cells: {', '.join(view.cells)}")
     meta.append(f"file{'s' if len(view.sources) > 1 else ''}: {', '.join(view.sources)}")
     if view.flip_source:
         meta.append(f"planted flips from {view.flip_source}")
-    o.append(f'<p class="note">{_E("; ".join(meta))}.</p>')
+    o.append(f'<p class="note">{esc("; ".join(meta))}.</p>')
     a = view.flip_auroc()
     if a is not None:
-        o.append(f'<p class="auroc">AUROC of the mean {_E(r.kind)} score for the planted flips: '
+        o.append(f'<p class="auroc">AUROC of the mean {esc(r.kind)} score for the planted flips: '
                  f'<b class="auroc-value">{a:.3f}</b> <span class="note">(1.0: every flipped example scores above '
                  f'every clean one; 0.5: chance)</span></p>')
     for note in view.notes:
-        o.append(f'<p class="note texts-note">{_E(note)}</p>')
+        o.append(f'<p class="note texts-note">{esc(note)}</p>')
     hists = _histograms(view)
     if hists:
         key = (f'<span class="key" style="background:{CLEAN_COLOR}"></span>examples'
@@ -546,16 +546,16 @@ def _view_html(view: ScoresView, *, top: int) -> tuple[str, int]:
     heads = ["rank", "id", f"mean {r.kind}", "label"] + (["planted flip"] if flips else []) + \
             (["text"] if view.texts is not None else [])
     t = [f'<h4>The {len(rows)} highest-scoring training examples</h4>',
-         '<table class="top"><thead><tr>' + "".join(f"<th>{_E(h)}</th>" for h in heads) + "</tr></thead><tbody>"]
+         '<table class="top"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in heads) + "</tr></thead><tbody>"]
     for row in rows:
         cls = ' class="flip"' if row["flip"] else ""
         cells = [f'<td class="num">{row["rank"]}</td>', f'<td class="num">{row["id"]}</td>',
-                 f'<td class="num">{row["score"]:.4f}</td>', f'<td class="label">{_E(row["label"])}</td>']
+                 f'<td class="num">{row["score"]:.4f}</td>', f'<td class="label">{esc(row["label"])}</td>']
         if flips:
-            cells.append(f"<td>{_E(row['flip']) or DASH}</td>")
+            cells.append(f"<td>{esc(row['flip']) or DASH}</td>")
         if view.texts is not None:
             txt = _text_of(view, row["id"], TEXT_CHARS)
-            cells.append(f'<td class="text">{_E(txt) if txt is not None else DASH}</td>')
+            cells.append(f'<td class="text">{esc(txt) if txt is not None else DASH}</td>')
         t.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     t.append("</tbody></table>")
     o += t
@@ -565,7 +565,7 @@ def _view_html(view: ScoresView, *, top: int) -> tuple[str, int]:
 def html_part(part: ScoresPart, *, top: int = TOP_N, anchor: str = "scores",
               standalone: bool = False) -> tuple[str, int]:
     """The "Scores" part of one report section; returns (html, number of SVG plots)."""
-    o = [f'<div class="scores" id="{_E(anchor)}">', "<h3>Scores</h3>",
+    o = [f'<div class="scores" id="{esc(anchor)}">', "<h3>Scores</h3>",
          '<p class="note">Scores of the training examples from the data diet\'s scoring runs (larger = harder: '
          "likely label errors, ambiguous or atypical examples)."
          + ("" if standalone else " Identical scores files written by several cells are shown once.") + "</p>"]
@@ -577,22 +577,22 @@ def html_part(part: ScoresPart, *, top: int = TOP_N, anchor: str = "scores",
         for k, v in enumerate(views, 1):
             r = v.result
             a = v.flip_auroc()
-            n_flips = DASH if v.flipped_ids is None else _fmt_count(int(v.flipped_mask().sum()))
-            o.append(f'<tr><td class="num">{k}</td><td>{_E(r.kind)}</td><td>{_E(", ".join(map(str, r.seeds)))}</td>'
-                     f'<td class="num">{r.steps}</td><td class="num">{_fmt_count(len(r))}</td>'
+            n_flips = DASH if v.flipped_ids is None else fmt_count(int(v.flipped_mask().sum()))
+            o.append(f'<tr><td class="num">{k}</td><td>{esc(r.kind)}</td><td>{esc(", ".join(map(str, r.seeds)))}</td>'
+                     f'<td class="num">{r.steps}</td><td class="num">{fmt_count(len(r))}</td>'
                      f'<td class="num">{n_flips}</td><td class="num">{DASH if a is None else f"{a:.3f}"}</td>'
-                     f'<td>{_E(", ".join(v.cells))}</td></tr>')
+                     f'<td>{esc(", ".join(v.cells))}</td></tr>')
         o.append("</tbody></table>")
     for k, v in enumerate(views, 1):
         inner, n = _view_html(v, top=top)
         n_plots += n
         if len(views) > 1:
-            o.append(f'<details class="scores-file"{" open" if k == 1 else ""}><summary>#{k}: {_E(v.describe())}'
+            o.append(f'<details class="scores-file"{" open" if k == 1 else ""}><summary>#{k}: {esc(v.describe())}'
                      f"</summary>{inner}</details>")
         else:
             o.append(inner)
     if part.unreadable:
-        o.append('<p class="note">Scores files not shown (unreadable): ' + _E("; ".join(part.unreadable)) + "</p>")
+        o.append('<p class="note">Scores files not shown (unreadable): ' + esc("; ".join(part.unreadable)) + "</p>")
     o.append("</div>")
     return "\n".join(o), n_plots
 
@@ -601,26 +601,26 @@ def markdown_part(part: ScoresPart, *, top: int = TOP_N_MD) -> list[str]:
     """The short Markdown version: a line per distinct scores file and its top-``top`` table."""
     out = ["### Scores", ""]
     for v in part.views:
-        out.append(_md(_summary_line(v, top)) + ". Cells: " + _md(", ".join(v.cells) or DASH) + ".")
+        out.append(md_escape(_summary_line(v, top)) + ". Cells: " + md_escape(", ".join(v.cells) or DASH) + ".")
         out.append("")
         for note in v.notes:
-            out += [_md(note), ""]
+            out += [md_escape(note), ""]
         flips = v.flipped_ids is not None
         heads = ["rank", "id", f"mean {v.result.kind}", "label"] + (["planted flip"] if flips else []) + \
                 (["text"] if v.texts is not None else [])
-        out.append("| " + " | ".join(_md(h) for h in heads) + " |")
+        out.append("| " + " | ".join(md_escape(h) for h in heads) + " |")
         out.append("|" + "|".join(["---:", "---:", "---:", ":---"] + [":---"] * (len(heads) - 4)) + "|")
         for row in _rows(v, top):
-            cells = [str(row["rank"]), str(row["id"]), f"{row['score']:.4f}", _md(row["label"])]
+            cells = [str(row["rank"]), str(row["id"]), f"{row['score']:.4f}", md_escape(row["label"])]
             if flips:
-                cells.append(_md(row["flip"]) or DASH)
+                cells.append(md_escape(row["flip"]) or DASH)
             if v.texts is not None:
                 txt = _text_of(v, row["id"], TEXT_CHARS)
-                cells.append(DASH if txt is None else _md(txt))
+                cells.append(DASH if txt is None else md_escape(txt))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if part.unreadable:
-        out += ["Scores files not shown (unreadable): " + _md("; ".join(part.unreadable)), ""]
+        out += ["Scores files not shown (unreadable): " + md_escape("; ".join(part.unreadable)), ""]
     return out
 
 
@@ -632,8 +632,8 @@ def standalone_html(view: ScoresView, *, top: int = TOP_N, title: str | None = N
     inner, n = html_part(ScoresPart(views=[view]), top=top, standalone=True)
     r = view.result
     meta = [("scores file", view.sources[0]), ("score", r.kind), ("scoring seeds", ", ".join(map(str, r.seeds))),
-            ("step", str(r.steps)), ("examples", _fmt_count(len(r))), ("generated", generated)]
-    dl = "".join(f"<dt>{_E(k)}</dt><dd>{_E(v)}</dd>" for k, v in meta)
+            ("step", str(r.steps)), ("examples", fmt_count(len(r))), ("generated", generated)]
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in meta)
     return html_page(title, dl, inner, css=SCORES_CSS), n
 
 
@@ -648,6 +648,6 @@ def write_scores_report(path: str | Path, out: str | Path | None = None, *, conf
     dest = Path(out) if out is not None else p.with_name(p.stem + "-scores.html")
     doc, n = standalone_html(view, top=top, title=title)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(dest, doc)
+    write_atomic(dest, doc)
     log.info("scores view: %s (%d histograms, top %d)", dest, n, top)
     return dest, view

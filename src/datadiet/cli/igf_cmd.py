@@ -6,15 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from .common import EXIT_OK, add_config_args, add_param_args, echo, load_cfg, parse_params
+
 log = logging.getLogger(__name__)
 
 
 def add_igf(p: argparse.ArgumentParser) -> None:
-    from .main import _add_config_args, _add_param_args
-
-    _add_config_args(p, required=False)
-    _add_param_args(p, "igf parameter, e.g. -p n_pairs=400 ig_estimate=first_order learner_lr=1e-4 (values parsed "
-                       "as YAML; override the config's method.params when its method is igf)")
+    add_config_args(p, required=False)
+    add_param_args(p, "igf parameter, e.g. -p n_pairs=400 ig_estimate=first_order learner_lr=1e-4 (values parsed "
+                      "as YAML; override the config's method.params when its method is igf)")
     p.add_argument("--out", metavar="FILE.pt",
                    help="learner file to write (default: OUTPUT_DIR/igf/DATA-MODEL-learner.pt)")
 
@@ -24,10 +24,9 @@ def cmd_igf(args: argparse.Namespace) -> int:
     from ..igf.method import IGF
     from ..registry import build_method
     from ..runner import prepare
-    from .main import EXIT_OK, _load_cfg, _out, _parse_params
 
-    cfg = _load_cfg(args)
-    params = {**(dict(cfg.method.params) if cfg.method.name == IGF.name else {}), **_parse_params(args.params)}
+    cfg = load_cfg(args)
+    params = {**(dict(cfg.method.params) if cfg.method.name == IGF.name else {}), **parse_params(args.params)}
     params.pop("learner", None)  # this command makes the learner
     method = build_method(IGF.name, params)
     out = Path(args.out) if args.out else (
@@ -43,14 +42,14 @@ def cmd_igf(args: argparse.Namespace) -> int:
     save_learner(prep.learner, out, meta=prep.meta)
     m = prep.meta
     fit = m.get("fit") or {}
-    _out(f"IG pairs: {m['n_train_pairs']} to train, {m['n_val_pairs']} to validate ({method.ig_estimate}); "
+    echo(f"IG pairs: {m['n_train_pairs']} to train, {m['n_val_pairs']} to validate ({method.ig_estimate}); "
          f"IG mean {m['ig_mean']:.4g}, std {m['ig_std']:.4g} (perplexity points)")
     if fit:
         pear = fit.get("val_pearson")
-        _out(f"learner: validation MSE {fit['val_mse_at_init']:.4f} at init -> {fit['best_val_mse']:.4f} "
+        echo(f"learner: validation MSE {fit['val_mse_at_init']:.4f} at init -> {fit['best_val_mse']:.4f} "
              f"(epoch {fit['best_epoch']}), Pearson r {pear if pear is None else f'{pear:.3f}'}")
     reused = " (from the cache; paid earlier)" if prep.reused_s >= prep.cost_s > 0 else ""
-    _out(f"cost: {prep.cost_s:.1f} s (pairs {m.get('pairs_s', 0.0):.1f} s, learner {m.get('learner_s', 0.0):.1f} s){reused}")
-    _out(f"learner file: {out}")
-    _out(f"use with: datadiet train -c CONFIG --set method.name=igf method.params.learner={out}")
+    echo(f"cost: {prep.cost_s:.1f} s (pairs {m.get('pairs_s', 0.0):.1f} s, learner {m.get('learner_s', 0.0):.1f} s){reused}")
+    echo(f"learner file: {out}")
+    echo(f"use with: datadiet train -c CONFIG --set method.name=igf method.params.learner={out}")
     return EXIT_OK

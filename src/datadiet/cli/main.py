@@ -1,11 +1,13 @@
 """``datadiet`` command line: ``train``, ``demo``, ``bench``, ``report``, ``score``, ``select``, ``env``, ``datasets``,
-``models``, ``methods``.
+``models``, ``methods``, ``igf``.
 
 Every subcommand is one :class:`Command` in :data:`COMMANDS`: a name, a one-line help, a function
 that adds its arguments to an ``argparse`` parser, and a handler ``(args) -> exit code``. Adding a
-subcommand is writing those two functions and adding one line to :data:`COMMANDS`.
+subcommand is writing those two functions and adding one line to :data:`COMMANDS`; a subcommand
+kept in its own module (:mod:`datadiet.cli.igf_cmd`) takes the shared exit codes, output function
+and config arguments from :mod:`datadiet.cli.common`, never from this module.
 
-Only this module prints. User errors (:class:`~datadiet.errors.DataDietError`, a missing file, a
+Only the command line prints (through :func:`datadiet.cli.common.echo`). User errors (:class:`~datadiet.errors.DataDietError`, a missing file, a
 missing optional package) are printed as ``error: <message>`` on stderr with exit status 2, never
 as a traceback; Ctrl-C exits with status 130.
 """
@@ -23,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataDietError
+from . import igf_cmd
+from .common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_config_args, add_param_args, echo, load_cfg,
+                     parse_params)
 
 log = logging.getLogger("datadiet.cli")
-
-EXIT_OK = 0
-EXIT_USAGE = 2  # bad input: the message says what to fix
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,6 @@ class Command:
 
 
 # ----------------------------------------------------------------------------------- output helpers
-def _out(text: str = "") -> None:
-    print(text, flush=True)
-
-
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [list(columns)] + [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
@@ -57,7 +54,7 @@ def _add_json_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _print_json(obj: Any) -> None:
-    _out(json.dumps(obj, indent=2, default=str))
+    echo(json.dumps(obj, indent=2, default=str))
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -88,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("train: %s | %s | method %s%s -> %s", cfg.data.name, cfg.model.name, cfg.method.name,
              f" ({params})" if params else "", run_dir)
     rec = run(cfg, progress=not args.quiet)
-    _out(format_run_summary(rec, run_dir))
+    echo(format_run_summary(rec, run_dir))
     return EXIT_OK
 
 
@@ -147,18 +144,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
               methods=methods, out=args.out, seed=args.seed)
     cfgs = demo_configs(**kw)  # every name and value validated before printing the header
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    _out(f"datadiet demo: {args.dataset} with {args.model}, {', '.join(methods)}")
-    _out(f"  up to {args.max_train} train / {args.max_test} test examples, {args.epochs} epoch(s), "
+    echo(f"datadiet demo: {args.dataset} with {args.model}, {', '.join(methods)}")
+    echo(f"  up to {args.max_train} train / {args.max_test} test examples, {args.epochs} epoch(s), "
          f"batch {args.batch_size}, lr {args.lr:g}, {'bf16' if args.bf16 else 'fp32'}")
-    _out(f"  torch {torch.__version__}, {threads} thread(s), {device}; runs in {args.out}")
-    _out()
+    echo(f"  torch {torch.__version__}, {threads} thread(s), {device}; runs in {args.out}")
+    echo()
     rows = run_demo(cfgs, progress=not args.quiet)
-    _out()
-    _out(format_table(rows))
-    _out()
-    _out("wall-clock = selection + training (evaluation not included); "
+    echo()
+    echo(format_table(rows))
+    echo()
+    echo("wall-clock = selection + training (evaluation not included); "
          "speed-up = full's wall-clock / the method's.")
-    _out(f"records: {args.out}/*/record.json")
+    echo(f"records: {args.out}/*/record.json")
     return EXIT_OK
 
 
@@ -190,7 +187,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     ]
     w = max(len(k) for k, _ in lines)
     for k, v in lines:
-        _out(f"{k.ljust(w)}  {v}")
+        echo(f"{k.ljust(w)}  {v}")
     return EXIT_OK
 
 
@@ -206,9 +203,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return EXIT_OK
-    _out(_table(rows, ["name", "task", "description", "source"]))
-    _out()
-    _out("Also works as data.name: a local CSV/TSV/JSONL/Parquet file (columns named by data.text_column and "
+    echo(_table(rows, ["name", "task", "description", "source"]))
+    echo()
+    echo("Also works as data.name: a local CSV/TSV/JSONL/Parquet file (columns named by data.text_column and "
          "data.label_column), or a Hugging Face hub name like 'org/name' (needs network and datadiet[hf]).")
     return EXIT_OK
 
@@ -220,9 +217,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return EXIT_OK
-    _out(_table(rows, ["name", "kind", "description", "source"]))
-    _out()
-    _out("Also works as model.name: a local Hugging Face model folder, or a hub name like 'org/model'.")
+    echo(_table(rows, ["name", "kind", "description", "source"]))
+    echo()
+    echo("Also works as model.name: a local Hugging Face model folder, or a hub name like 'org/model'.")
     return EXIT_OK
 
 
@@ -233,9 +230,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return EXIT_OK
-    _out(_table(rows, ["name", "mechanism", "saves", "params"]))
-    _out()
-    _out("Choose one with method.name=NAME and set its parameters with method.params.KEY=VALUE.")
+    echo(_table(rows, ["name", "mechanism", "saves", "params"]))
+    echo()
+    echo("Choose one with method.name=NAME and set its parameters with method.params.KEY=VALUE.")
     return EXIT_OK
 
 
@@ -262,10 +259,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, overrides=args.overrides)  # validated: bad entries fail before any work
     cells = [c for c in suite.cells() if args.only is None or args.only in c.key]
     done = finished_cells(args.out, suite.name)
-    _out(f"suite {suite.name}: {len(cells)} cells ({sum(c.key in done for c in cells)} already finished) -> {args.out}")
+    echo(f"suite {suite.name}: {len(cells)} cells ({sum(c.key in done for c in cells)} already finished) -> {args.out}")
     if args.dry_run:
         for c in cells:
-            _out(f"  {'done ' if c.key in done else 'todo '} {c.key}")
+            echo(f"  {'done ' if c.key in done else 'todo '} {c.key}")
         return EXIT_OK
     t0 = _time.perf_counter()
     n_failed = 0
@@ -274,18 +271,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         nonlocal n_failed
         if status == "failed":
             n_failed += 1
-            _out(f"  FAILED   {cell.key} (see results.jsonl)")
+            echo(f"  FAILED   {cell.key} (see results.jsonl)")
         elif status in ("finished", "recovered"):
-            _out(f"  {status:<8} {cell.key}: {row['metric']}={row['value']:.4f}  wall {row['wall_clock_s']:.1f}s  "
+            echo(f"  {status:<8} {cell.key}: {row['metric']}={row['value']:.4f}  wall {row['wall_clock_s']:.1f}s  "
                  f"backprop {row['examples_backpropagated']}  [{_time.perf_counter() - t0:.0f}s elapsed]")
 
     rows = run_suite(suite, args.out, progress=not args.quiet, only=args.only, rerun=args.rerun, on_cell=on_cell)
-    _out(f"{len(rows)} finished cells, {n_failed} failed, in {_time.perf_counter() - t0:.0f}s")
+    echo(f"{len(rows)} finished cells, {n_failed} failed, in {_time.perf_counter() - t0:.0f}s")
     if args.report and rows:
         from ..bench.report import write_report
 
         md, html = write_report(args.out)
-        _out(f"report: {md}  {html}")
+        echo(f"report: {md}  {html}")
     return EXIT_OK if n_failed == 0 else 1
 
 
@@ -322,8 +319,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (Path(args.dir) / "results.jsonl").exists():
         raise DataDietError(f"{args.dir!r} holds no results.jsonl; run `datadiet bench --suite NAME --out {args.dir}` first")
     md, html = write_report(args.dir, title=args.title, scores_top=args.top)
-    _out(md.read_text())
-    _out(f"wrote {md} and {html}")
+    echo(md.read_text())
+    echo(f"wrote {md} and {html}")
     return EXIT_OK
 
 
@@ -334,26 +331,19 @@ def _report_scores(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else None
     html, view = write_scores_report(args.scores, args.out, config=cfg, top=args.top, title=args.title)
     r = view.result
-    _out(f"{view.describe()}")
+    echo(f"{view.describe()}")
     a = view.flip_auroc()
     if a is not None:
-        _out(f"planted label flips: {int(view.flipped_mask().sum())}; AUROC of the mean score for them: {a:.3f}")
+        echo(f"planted label flips: {int(view.flipped_mask().sum())}; AUROC of the mean score for them: {a:.3f}")
     for note in view.notes:
-        _out(note)
-    _out(f"wrote {html} (top {min(args.top, len(r))} examples)")
+        echo(note)
+    echo(f"wrote {html} (top {min(args.top, len(r))} examples)")
     return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------ score / select
-def _add_config_args(p: argparse.ArgumentParser, *, required: bool) -> None:
-    p.add_argument("--config", "-c", metavar="FILE.yaml", required=required,
-                   help="run configuration (data, model, training settings; see configs/)")
-    p.add_argument("--set", "-s", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set data.max_train=2000 (repeatable)")
-
-
 def _add_score(p: argparse.ArgumentParser) -> None:
-    _add_config_args(p, required=False)
+    add_config_args(p, required=False)
     p.add_argument("--score", default=None, metavar="KIND",
                    help="el2n, grand (all parameters) or grand_head (final Linear layer); default: the config's "
                         "data_diet method.params.score, else el2n")
@@ -382,19 +372,10 @@ def _data_diet_from(cfg, **flags: Any):
     return build_method(DataDiet.name, params)
 
 
-def _load_cfg(args: argparse.Namespace):
-    from ..config import load_config
-    from ..runner import check_config
-
-    cfg = load_config(args.config, args.overrides)
-    check_config(cfg)
-    return cfg
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     from ..runner import plan_context, prepare
 
-    cfg = _load_cfg(args)
+    cfg = load_cfg(args)
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (the number of scoring runs), got {args.seeds}")
     dd = _data_diet_from(cfg, score=args.score, score_seeds=args.seeds, score_epochs=args.score_epochs,
@@ -410,45 +391,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     q = sorted(res.scores)
     q = (q[0], q[len(q) // 2], q[-1])
     hits = sum(res.cached)
-    _out(f"{res.kind} scores of {len(res)} examples, mean of {len(res.seeds)} scoring run(s) "
+    echo(f"{res.kind} scores of {len(res)} examples, mean of {len(res.seeds)} scoring run(s) "
          f"(seeds {', '.join(map(str, res.seeds))}) at step {res.steps}: min {q[0]:.4f}  median {q[1]:.4f}  max {q[2]:.4f}")
-    _out(f"cost: {res.cost_s:.1f} s of scoring runs" + (f" ({hits} run(s) from the cache, {res.reused_s:.1f} s paid earlier; "
+    echo(f"cost: {res.cost_s:.1f} s of scoring runs" + (f" ({hits} run(s) from the cache, {res.reused_s:.1f} s paid earlier; "
          f"{res.spent_s:.1f} s spent now)" if hits else ""))
-    _out(f"scores file: {out}")
-    _out(f"select with: datadiet select --scores {out} -p mode=top keep=0.7 --out selection.json")
+    echo(f"scores file: {out}")
+    echo(f"select with: datadiet select --scores {out} -p mode=top keep=0.7 --out selection.json")
     return EXIT_OK
-
-
-def _add_param_args(p: argparse.ArgumentParser, help: str) -> None:
-    """``--param/-p KEY=VALUE ...``: method parameters (read with :func:`_parse_params`)."""
-    p.add_argument("--param", "-p", dest="params", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help=help)
 
 
 def _add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", metavar="FILE.json", help="a scores file from `datadiet score` (no model needed)")
-    _add_config_args(p, required=False)
+    add_config_args(p, required=False)
     p.add_argument("--method", "-m", default=None, metavar="NAME",
                    help="an offline selection method (mechanism prune, see `datadiet methods`); default: the "
                         "config's method if it is one, else data_diet")
-    _add_param_args(p, "method parameter, e.g. -p mode=offset offset=0.05 keep=0.7 stratified=true "
-                       "(values parsed as YAML; override the config's method.params)")
+    add_param_args(p, "method parameter, e.g. -p mode=offset offset=0.05 keep=0.7 stratified=true "
+                      "(values parsed as YAML; override the config's method.params)")
     p.add_argument("--out", metavar="FILE.json",
                    help="selection file to write (default: beside the scores file, or OUTPUT_DIR/selections/...)")
-
-
-def _parse_params(items: Sequence[str]) -> dict[str, Any]:
-    from ..config import parse_override
-
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item or not item.split("=", 1)[0].strip():
-            raise ConfigError(f"-p {item!r} must look like KEY=VALUE, e.g. -p keep=0.7")
-        path, value = parse_override(item)
-        if len(path) != 1:
-            raise ConfigError(f"-p {item!r}: method parameters are plain names, e.g. -p keep=0.7")
-        out[path[0]] = value
-    return out
 
 
 def _prune_methods() -> list[str]:
@@ -472,7 +433,7 @@ def _check_prune_method(name: str) -> None:
 def cmd_select(args: argparse.Namespace) -> int:
     from ..registry import build_method
 
-    params = _parse_params(args.params)
+    params = parse_params(args.params)
     if args.scores and (args.config or args.overrides):
         raise DataDietError("give --scores FILE or --config FILE, not both (a scores file already fixes the data)")
     if not args.scores and not args.config:
@@ -501,7 +462,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     else:
         from ..runner import plan_context, prepare
 
-        cfg = _load_cfg(args)
+        cfg = load_cfg(args)
         name = args.method or (cfg.method.name if cfg.method.name in _prune_methods() else "data_diet")
         _check_prune_method(name)
         base = dict(cfg.method.params) if cfg.method.name == name else {}
@@ -522,15 +483,15 @@ def cmd_select(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else (
             Path(cfg.output_dir) / "selections" / f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-{name}.json")
     sel.save(out)
-    _out(f"{sel.method}: kept {len(sel)} of {sel.n_total} examples ({sel.fraction:.1%})"
+    echo(f"{sel.method}: kept {len(sel)} of {sel.n_total} examples ({sel.fraction:.1%})"
          + (f"; classes {sel.info['class_counts']}" if "class_counts" in sel.info else ""))
     cost = sel.info.get("cost")
     if isinstance(cost, dict) and "cost_s" in cost:
         reused = float(cost.get("reused_s", 0.0))
-        _out(f"selection cost: {cost['cost_s']:.1f} s" + (f" ({reused:.1f} s of it paid earlier, taken from the cache)"
+        echo(f"selection cost: {cost['cost_s']:.1f} s" + (f" ({reused:.1f} s of it paid earlier, taken from the cache)"
                                                           if reused > 0 else ""))
-    _out(f"selection file: {out}")
-    _out(f"train on it with: datadiet train --config CONFIG --set data.selection={out}")
+    echo(f"selection file: {out}")
+    echo(f"train on it with: datadiet train --config CONFIG --set data.selection={out}")
     return EXIT_OK
 
 
@@ -548,14 +509,8 @@ COMMANDS: list[Command] = [
             _add_score, cmd_score),
     Command("select", "run an offline selector (scores file or config) and write a selection file", _add_select, cmd_select),
     Command("igf", "collect IG pairs and train IGF's secondary learner once (cached) into a reusable learner file",
-            lambda p: _igf_cmd().add_igf(p), lambda a: _igf_cmd().cmd_igf(a)),
+            igf_cmd.add_igf, igf_cmd.cmd_igf),
 ]
-
-
-def _igf_cmd():
-    from . import igf_cmd
-
-    return igf_cmd
 
 
 def _add_verbosity(p: argparse.ArgumentParser, *, top: bool) -> None:
