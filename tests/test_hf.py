@@ -149,12 +149,9 @@ def test_trainer_matches_plain_loop_without_filters(tmp_path, ds, tok):
 
 @pytest.mark.parametrize("make_filter", [
     lambda: RandomSkip(rate=0.5, seed=3),
-    # 100..102 skipped: 5 kept are carried through every batch; the last incoming batch completes a
-    # full batch *and* leaves 5, so the end of training needs one extra optimizer step.
-    lambda: SkipIds([100, 101, 102]),
     # the last incoming batch is skipped whole: the end of training trains the 5 leftover examples alone.
     lambda: SkipIds([100, 101, 102, *range(156, 164)]),
-], ids=["random_skip", "final_flush_two_batches", "final_flush_one_batch"])
+], ids=["random_skip", "final_flush_one_batch"])
 def test_trainer_matches_plain_loop_with_filter(tmp_path, ds, tok, make_filter):
     trainer = run_trainer(tmp_path, ds, tok, filters=[make_filter()])
     model, engine = run_loop(ds, tok, filters=[make_filter()])
@@ -165,6 +162,18 @@ def test_trainer_matches_plain_loop_with_filter(tmp_path, ds, tok, make_filter):
     assert c["examples_backpropagated"] + sum(c["skipped"].values()) == 64
     assert_same_params(trainer.model, model)
     assert trainer.datadiet_engine.buffered == 0
+
+
+def test_final_flush_joins_the_last_optimizer_step(tmp_path, ds, tok):
+    """100..102 skipped: the last incoming batch completes a full batch *and* leaves 5 kept examples. The
+    plain loop trains them in an extra step at the epoch's end; the Trainer has no step to spare there, so
+    they join its last optimizer step, which then averages over all 13 kept examples of that window."""
+    trainer = run_trainer(tmp_path, ds, tok, filters=[SkipIds([100, 101, 102])])
+    _, engine = run_loop(ds, tok, filters=[SkipIds([100, 101, 102])])
+    c, ct = counts(engine), counts(trainer.datadiet_engine)
+    assert ct["optimizer_steps"] == c["optimizer_steps"] - 1 == 64 // BS - 1  # the first step had only 5 kept
+    assert {k: v for k, v in ct.items() if k != "optimizer_steps"} == {k: v for k, v in c.items() if k != "optimizer_steps"}
+    assert ct["examples_backpropagated"] == 61 and trainer.datadiet_engine.buffered == 0
 
 
 @pytest.mark.parametrize("optim", ["adamw_torch_fused", "adamw_torch"])
@@ -225,9 +234,10 @@ def test_carry_over_between_epochs(tmp_path, tok):
     assert trainer.state.global_step == 6
     assert e.counts.examples_seen == 40
     assert e.skipped() == {"skip_ids": 6}
-    # leftovers are carried over (not trained at the epoch end): 34 kept = 4 full batches + 2 flushed at the end.
+    # leftovers are carried over (not trained at the epoch end): 34 kept = 4 full batches + 2 flushed at the
+    # end, which join the last optimizer step (see test_final_flush_joins_the_last_optimizer_step).
     assert e.counts.examples_backpropagated == 34
-    assert e.counts.optimizer_steps == math.ceil(34 / BS) == 5
+    assert e.counts.optimizer_steps == 34 // BS == 4
     assert e.buffered == 0
     assert sorted(rec.trained) == sorted([i for i in range(100, 120) if i not in (100, 109, 118)] * 2)
 
@@ -275,17 +285,17 @@ def test_packed_batch_is_refused(trainer):
 def test_missing_id_column_is_explained(tmp_path, ds, tok, trainer):
     batch = Collator(pad_token_id=0)([ds[i] for i in range(BS)])
     del batch["example_id"]
-    with pytest.raises(DataDietError, match="no 'example_id' column.*remove_unused_columns.*add_column"):
+    with pytest.raises(DataDietError, match="no 'example_id' column.*id_column="):
         trainer.training_step(trainer.model, batch)
-    # end to end: a dataset without ids
+    # a dataset without ids is refused when the trainer is built, not when train() starts
     datasets = pytest.importorskip("datasets")
     no_ids = datasets.Dataset.from_dict({"input_ids": [f["input_ids"] for f in ds.features],
                                          "labels": [f["labels"] for f in ds.features]})
     model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
-    t = DataDietTrainer(model=model, args=make_args(tmp_path), train_dataset=no_ids, processing_class=tok,
-                        filters=[RandomSkip()])
-    with pytest.raises(DataDietError, match="no 'example_id' column"):
-        t.train()
+    for kw in ({"filters": [RandomSkip()]}, {"method": "random_subset"}):
+        with pytest.raises(DataDietError, match=r"no 'example_id' column \(its columns: \['input_ids', 'labels'\]\).*add_column"):
+            DataDietTrainer(model=model, args=make_args(tmp_path), train_dataset=no_ids, processing_class=tok, **kw)
+    DataDietTrainer(model=model, args=make_args(tmp_path), train_dataset=no_ids, processing_class=tok)  # full: no ids needed
 
 
 def test_unsupported_settings_are_refused(tmp_path, ds, tok):
@@ -318,7 +328,34 @@ def test_evaluate_and_logs(tmp_path, ds, tok):
     assert logged and logged[-1]["datadiet/examples_seen"] == 64
     assert logged[-1]["datadiet/optimizer_steps"] == trainer.datadiet_engine.counts.optimizer_steps
     assert logged[-1]["datadiet/skipped/random_skip"] == trainer.datadiet_engine.skipped()["random_skip"]
-    assert any("datadiet/train_batch_loss" in h for h in logged)
+    assert all(math.isfinite(h["loss"]) for h in logged if "loss" in h)
+
+
+def test_logged_loss_is_the_real_training_loss(tmp_path, ds, tok):
+    """The Trainer's own ``loss`` would count a step without a backward as 0 (diluting the mean) and log a
+    ``grad_norm`` of 0.0 for it; under the mixin both are the real values of the steps that trained."""
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    trainer = SeqTrainer(model=model, args=make_args(tmp_path, logging_strategy="steps", logging_steps=1),
+                         train_dataset=ds, data_collator=Collator(pad_token_id=0), processing_class=tok,
+                         filters=[SkipIds(range(100, 124))])  # the first 3 incoming batches: no backward
+    step_losses = []
+    engine = trainer.datadiet_engine
+    real = engine.training_loss
+
+    def spy(*a, **kw):
+        loss, losses = real(*a, **kw)
+        step_losses.append(float(loss.detach()))
+        return loss, losses
+
+    engine.training_loss = spy
+    out = trainer.train()
+    logs = [h for h in trainer.state.log_history if "datadiet/examples_seen" in h and "train_loss" not in h]
+    assert len(logs) == 64 // BS
+    assert all("loss" not in h and "grad_norm" not in h for h in logs[:3])
+    assert [h["loss"] for h in logs[3:]] == pytest.approx(step_losses, rel=1e-6)
+    assert all(h["grad_norm"] > 0 for h in logs[3:])
+    assert out.training_loss == pytest.approx(np.mean(step_losses), rel=1e-6)
+    assert trainer.state.log_history[-1]["train_loss"] == pytest.approx(np.mean(step_losses), rel=1e-6)
 
 
 def test_integrations_package_is_import_light():

@@ -16,7 +16,7 @@ import torch
 from datadiet.data.collate import Collator, TokenizedSplit
 from datadiet.data.types import TextSplit
 from datadiet.engine import StepEngine
-from datadiet.errors import ConfigError
+from datadiet.errors import ConfigError, DataDietError
 from datadiet.loop import fit, make_optimizer
 from datadiet.method import PlanContext
 from datadiet.models.tiny import tiny_model
@@ -632,7 +632,14 @@ def test_bad_parameters_give_clear_messages(name, params, match):
 
 def test_bad_filter_arguments_give_clear_messages():
     with pytest.raises(ConfigError, match="warmup_examples must be >= 1 when tau is not given"):
-        LossThreshold()
+        LossThreshold(warmup_examples=0)
+    # left out, it is filled in by a front end (bind); used without one, the first trained batch says so
+    lt = LossThreshold()
+    view = BatchView(ids=torch.tensor([1]), input_ids=torch.tensor([[1, 2]]), attention_mask=None, labels=None)
+    with pytest.raises(DataDietError, match="LossThreshold needs warmup_examples.*DataDietMixin"):
+        lt.observe(view, torch.tensor([0.5]), trained=True)
+    lt.bind(PlanContext(ids=np.arange(50), labels=None, seed=0, task="classification", batch_size=8, epochs=1))
+    assert lt.warmup_examples == 5  # 10% of the first epoch, the paper's warm-up
     with pytest.raises(ConfigError, match="threshold must be the paired LossThreshold"):
         MetaPredictor(threshold=0.5)
     nb = BernoulliNaiveBayes(vocab_size=4)

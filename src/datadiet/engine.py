@@ -40,7 +40,9 @@ from typing import Any, Literal
 import torch
 
 from ._validate import check_choice, check_int
-from .functional.losses import per_example_ce, per_example_lm_loss, weighted_mean
+from .errors import DataDietError
+from .functional.precision import autocast
+from .functional.losses import lm_token_count, lm_token_terms, per_example_ce
 from .online.base import BatchView, OnlineFilter
 
 Task = Literal["classification", "causal_lm"]
@@ -74,12 +76,6 @@ class StepResult:
     loss: float | None  # mean training loss of the batches stepped on (None if none)
 
 
-def _autocast(dtype: torch.dtype | None, device_type: str):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=dtype)
-
-
 class StepEngine:
     """Forward -> filters -> backward on the kept examples, with exact counts.
 
@@ -95,6 +91,10 @@ class StepEngine:
         used when kept examples from different batches are re-batched.
     autocast_dtype
         e.g. ``torch.bfloat16`` to run forwards under autocast.
+    loss_weighting
+        ``"example"`` (default): every kept example counts equally in a batch's loss (a causal LM
+        sequence by its mean token loss); ``"token"``: a causal LM's loss is the mean over the kept
+        tokens (what the Hugging Face Trainer does with ``num_items_in_batch``).
     scoring_mode
         the mode of the no-grad scoring forward that post-forward filters decide on: ``"eval"``
         (default: dropout off, so an example's loss does not depend on a dropout draw, and about
@@ -111,7 +111,9 @@ class StepEngine:
         pad_token_id: int = 0,
         autocast_dtype: torch.dtype | None = None,
         scoring_mode: str = "eval",
+        loss_weighting: str = "example",
     ) -> None:
+        self.loss_weighting = check_choice("loss_weighting", loss_weighting, ("example", "token"))
         self.scoring_mode = check_choice("scoring_mode", scoring_mode, ("eval", "train"))
         self.task = check_choice("task", task, ("classification", "causal_lm"))
         self.batch_size = check_int("batch_size", batch_size, min=1)
@@ -129,24 +131,63 @@ class StepEngine:
         self.history: list[dict[str, float]] = []  # one row per incoming batch
         self._buffer: list[dict[str, torch.Tensor]] = []
         self._skipped: Counter[str] = Counter()
+        self._announced: int | None = None  # the epoch the filters were last told about
 
     # ------------------------------------------------------------------ forward
-    def per_example_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Forward ``batch`` through ``model`` and return one loss per example."""
-        device = next(model.parameters()).device
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
-        with _autocast(self.autocast_dtype, device.type):
-            out = model(**inputs)
-        logits = out.logits if hasattr(out, "logits") else out
+    def model_inputs(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs of ``batch`` on ``device`` (no ids, weights, labels or document ids)."""
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
+
+    def loss_terms(self, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per example: ``(loss sum, items)`` from a model's outputs, [B] each.
+
+        Classification: the cross-entropy and 1. Causal LM: the summed next-token losses of the
+        sequence and the number of tokens counted (labels not -100, not padding). ``outputs`` may
+        carry ``logits``, or (TRL's fused LM head) per-token ``log_probs`` with a ``label_mask``.
+        """
+        logits = getattr(outputs, "logits", None) if not torch.is_tensor(outputs) else outputs
+        if logits is None and isinstance(outputs, dict):
+            logits = outputs.get("logits")
+        device = (logits if logits is not None else outputs.log_probs).device
         if self.task == "classification":
             if "labels" not in batch:
                 raise ValueError("a classification batch needs a 'labels' tensor")
-            return per_example_ce(logits, batch["labels"].to(device))
+            if logits is None or logits.ndim != 2:
+                shape = None if logits is None else tuple(logits.shape)
+                raise DataDietError(
+                    f"task='classification' needs [batch, classes] logits from the model, got {shape}; for a causal "
+                    "language model use task='causal_lm'")
+            ce = per_example_ce(logits, batch["labels"].to(device))
+            return ce, torch.ones_like(ce)
+        if logits is None:
+            log_probs, mask = getattr(outputs, "log_probs", None), getattr(outputs, "label_mask", None)
+            if log_probs is None or mask is None:
+                raise DataDietError("the model's outputs have neither logits nor per-token log_probs; datadiet needs "
+                                    "one of them to compute a loss per example")
+            return -(log_probs.float() * mask).sum(dim=1), mask.sum(dim=1)
         labels = batch.get("labels")
-        return per_example_lm_loss(
-            logits, inputs["input_ids"], inputs.get("attention_mask"),
-            labels=None if labels is None else labels.to(device),
-        )
+        am = batch.get("attention_mask")
+        return lm_token_terms(logits, batch["input_ids"].to(device), None if am is None else am.to(device),
+                              labels=None if labels is None else labels.to(device))
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+        """The model's outputs on ``batch`` (under the engine's autocast)."""
+        device = next(model.parameters()).device
+        with autocast(self.autocast_dtype, device.type):
+            return model(**self.model_inputs(batch, device))
+
+    def per_example_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward ``batch`` through ``model`` and return one loss per example (a causal LM's: its mean
+        next-token loss)."""
+        sums, items = self.loss_terms(self.forward(model, batch), batch)
+        return sums / items.clamp(min=1)
+
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        """What a training batch counts for in the loss's denominator: its examples, or (token
+        weighting) the tokens its loss counts."""
+        if self.loss_weighting == "token" and self.task == "causal_lm":
+            return int(lm_token_count(batch["input_ids"], batch.get("attention_mask"), batch.get("labels")).sum())
+        return int(batch["input_ids"].shape[0])
 
     # ------------------------------------------------------------------ filtering
     def _view(self, batch: dict[str, torch.Tensor]) -> BatchView:
@@ -178,6 +219,7 @@ class StepEngine:
     def submit(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Filter one incoming batch; return the training batches now ready (0 or 1)."""
         t0 = time.perf_counter()
+        self._announce()
         n = int(batch["input_ids"].shape[0])
         self.counts.examples_seen += n
         row: dict[str, float] = {"epoch": self.epoch, "seen": n}
@@ -245,15 +287,36 @@ class StepEngine:
         return len(self._buffer)
 
     # ------------------------------------------------------------------ training
-    def training_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_loss(
+        self,
+        model: torch.nn.Module,
+        batch: dict[str, torch.Tensor],
+        *,
+        outputs: Any = None,
+        denominator: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Grad forward of a ready batch: returns ``(loss, per_example_losses)``.
 
+        ``loss = sum_i(w_i * l_i) / D``: with example weighting ``l_i`` is the example's loss (a causal LM's
+        mean next-token loss) and ``D`` the batch size; with token weighting (causal LM) ``l_i`` is the
+        sequence's summed token losses and ``D`` its token count. ``denominator`` replaces ``D`` (the
+        Trainer front end passes the units of a whole accumulation window, see :meth:`loss_units`).
+        ``outputs``: the model's outputs when the front end has already forwarded the batch.
+
         Counts the examples as forwarded with grad and as backpropagated (the caller is expected
-        to call ``loss.backward()``), and feeds the losses back to the filters.
+        to call ``loss.backward()``), and feeds the per-example losses back to the filters.
         """
-        losses = self.per_example_loss(model, batch)
+        if outputs is None:
+            outputs = self.forward(model, batch)
+        sums, items = self.loss_terms(outputs, batch)
+        losses = sums / items.clamp(min=1)
         w = batch.get(WEIGHT_KEY)
-        loss = weighted_mean(losses, None if w is None else w.to(losses.device))
+        w = None if w is None else w.to(losses.device, losses.dtype)
+        if self.loss_weighting == "token" and self.task == "causal_lm":
+            num, units = (sums if w is None else sums * w).sum(), items.sum()
+        else:
+            num, units = (losses if w is None else losses * w).sum(), losses.numel()
+        loss = num / (float(denominator) if denominator is not None else max(int(units), 1))
         m = int(losses.shape[0])
         self.counts.examples_forwarded += m
         self.counts.examples_forwarded_grad += m
@@ -288,15 +351,30 @@ class StepEngine:
         max_grad_norm: float | None = None,
         before_optimizer_step: Callable[[], None] | None = None,
     ) -> StepResult:
-        """Train on what is left in the buffer, then advance the epoch counter."""
+        """Train on what is left in the buffer, then advance the epoch counter.
+
+        The next epoch is announced to the filters (``on_epoch_start``) once, when its first batch
+        arrives or when the front end calls :meth:`start_epoch` for it, whichever comes first; an
+        epoch that never starts is never announced."""
         res = self._train_on(model, optimizer, self.flush(), max_grad_norm, before_optimizer_step)
-        self.start_epoch(self.epoch + 1)
+        self.epoch += 1
         return res
 
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def bind(self, ctx: Any) -> None:
+        """Let every filter fill in what it was built without from a planning context (see ``OnlineFilter.bind``)."""
         for f in self.filters:
-            f.on_epoch_start(self.epoch)
+            f.bind(ctx)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Begin pass ``epoch``: the filters' ``on_epoch_start`` runs once per epoch, however often this is called."""
+        self.epoch = int(epoch)
+        self._announce()
+
+    def _announce(self) -> None:
+        if self._announced != self.epoch:
+            self._announced = self.epoch
+            for f in self.filters:
+                f.on_epoch_start(self.epoch)
 
     def _train_on(self, model, optimizer, ready, max_grad_norm, before_optimizer_step) -> StepResult:
         if not ready:
@@ -336,6 +414,7 @@ class StepEngine:
             "counts": self.counts.as_dict(),
             "skipped": dict(self._skipped),
             "epoch": self.epoch,
+            "announced": self._announced,
             "buffer": [dict(r) for r in self._buffer],
             "filters": [f.state_dict() for f in self.filters],
         }
@@ -344,6 +423,7 @@ class StepEngine:
         self.counts = Counts(**state["counts"])
         self._skipped = Counter(state["skipped"])
         self.epoch = int(state["epoch"])
+        self._announced = state.get("announced")
         self._buffer = [dict(r) for r in state["buffer"]]
         if len(state["filters"]) != len(self.filters):
             raise ValueError(

@@ -199,7 +199,8 @@ def evaluate_model(
     max_examples: int | None = None,
 ) -> dict[str, float]:
     """Accuracy and macro-F1 (classification) or perplexity (causal LM) on ``dataset``."""
-    from .engine import _NOT_MODEL_INPUTS, _autocast
+    from .engine import _NOT_MODEL_INPUTS
+    from .functional.precision import autocast
     from .functional.losses import per_example_lm_loss
 
     was = model.training
@@ -211,7 +212,7 @@ def evaluate_model(
     for start in range(0, n, batch_size):
         batch = collator([dataset[i] for i in range(start, min(n, start + batch_size))])
         inputs = {k: v.to(device) for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
-        with _autocast(autocast_dtype, device.type):
+        with autocast(autocast_dtype, device.type):
             logits = model(**inputs).logits
         if task == "classification":
             preds.append(logits.float().argmax(-1).cpu())

@@ -26,6 +26,20 @@ def per_example_lm_loss(
     Token t predicts token t+1. Positions whose target is padding (attention 0) or whose label is
     -100 do not count. A sequence with no counted token gets loss 0.
     """
+    sums, counted = lm_token_terms(logits, input_ids, attention_mask, labels=labels)
+    return sums / counted.clamp(min=1)
+
+
+def lm_token_terms(
+    logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    *, labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: the *sum* of its next-token losses and the number of tokens counted ([B], [B]).
+
+    The same tokens as :func:`per_example_lm_loss` (which is ``sum / max(count, 1)``); the two terms
+    are what token-weighted training needs (the Hugging Face Trainer's ``num_items_in_batch``
+    normalisation divides the summed token losses of a whole accumulation window by its token count).
+    """
     if labels is None:
         labels = input_ids
     shift_logits = logits[:, :-1, :].float()
@@ -36,8 +50,17 @@ def per_example_lm_loss(
         shift_logits.reshape(-1, shift_logits.size(-1)), targets.reshape(-1),
         reduction="none", ignore_index=-100,
     ).view(targets.shape)
-    counted = (targets != -100).sum(dim=1)
-    return tok.sum(dim=1) / counted.clamp(min=1)
+    return tok.sum(dim=1), (targets != -100).sum(dim=1)
+
+
+def lm_token_count(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Tokens counted per sequence by :func:`lm_token_terms` (targets not -100 and not padding), [B]."""
+    targets = (input_ids if labels is None else labels)[:, 1:]
+    counted = targets != -100
+    if attention_mask is not None:
+        counted = counted & (attention_mask[:, 1:] != 0)
+    return counted.sum(dim=1)
 
 
 def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

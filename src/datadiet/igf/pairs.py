@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..functional.losses import per_example_lm_loss
+from ..functional.precision import autocast
 from ..selection.disk_cache import NpzCache, key_digest
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 ESTIMATES = ("exact", "first_order")
 
 
-def _autocast(dtype: torch.dtype | None, device: torch.device):
-    from ..engine import _autocast as ac
-
-    return ac(dtype, device.type)
 
 
 def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -101,7 +98,7 @@ def _context_grad(model, params, ids: torch.Tensor, *, clip: float | None, autoc
     for p in params:
         p.grad = None
     ids = ids.to(device)
-    with _autocast(autocast_dtype, device):
+    with autocast(autocast_dtype, device):
         logits = model(input_ids=ids).logits
     per_example_lm_loss(logits, ids).mean().backward()
     if clip:
@@ -148,7 +145,7 @@ def objective_grad(model: torch.nn.Module, objective: torch.Tensor, *, autocast_
     try:
         for s in range(0, n, batch_size):
             ids = objective[s : s + batch_size].to(device)
-            with _autocast(autocast_dtype, device):
+            with autocast(autocast_dtype, device):
                 logits = model(input_ids=ids).logits
             (per_example_lm_loss(logits, ids).sum() / n).backward()
         grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]

@@ -80,7 +80,12 @@ class OnlineFilter:
         """Loss feedback for examples this filter kept (``trained``: from the grad forward)."""
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Called by the engine when a new pass over the data begins."""
+        """Called by the engine once when a new pass over the data begins."""
+
+    def bind(self, ctx: Any) -> None:
+        """Fill in, from a front end's planning context (:class:`datadiet.method.PlanContext`), the
+        settings this filter was built without (e.g. InfoBatch's planned example stream). Called by
+        :meth:`datadiet.engine.StepEngine.bind`; values given at construction are kept."""
 
     def telemetry(self) -> dict[str, Any]:
         """Numbers worth recording in the run record (thresholds, stage, rates)."""

@@ -20,17 +20,28 @@ from typing import Any
 import torch
 
 from .._validate import check_float, check_int
+from ..errors import DataDietError
 from .base import BatchView, Decision, OnlineFilter, make_generator
+
+
+def planned_stream(ctx) -> int:
+    """The examples a run plans to see: ``max_steps x batch_size`` with a step budget, else epochs x examples."""
+    if ctx.max_steps:
+        return max(1, int(ctx.max_steps) * int(ctx.batch_size))
+    return max(1, len(ctx.ids) * int(ctx.epochs))
 
 
 class InfoBatch(OnlineFilter):
     stage = "pre_forward"
     reason = "infobatch"
 
-    def __init__(self, *, ratio: float = 0.5, delta: float = 0.125, planned_examples: int, seed: int = 0) -> None:
+    def __init__(self, *, ratio: float = 0.5, delta: float = 0.125, planned_examples: int | None = None,
+                 seed: int = 0) -> None:
         self.ratio = check_float("ratio", ratio, min=0.0, max=1.0, max_open=True)
         self.delta = check_float("delta", delta, min=0.0, max=1.0)
-        self.planned_examples = check_int("planned_examples", planned_examples, min=1)
+        # None: filled by bind() from the front end's planned example stream (epochs x training examples)
+        self.planned_examples = None if planned_examples is None else check_int("planned_examples", planned_examples,
+                                                                                 min=1)
         self.seed = check_int("seed", seed, min=0)
         self._gen = make_generator(self.seed)
         self.scores: dict[int, float] = {}
@@ -39,8 +50,15 @@ class InfoBatch(OnlineFilter):
         self._pruned = 0
         self.thresholds: list[float | None] = []
 
+    def bind(self, ctx) -> None:
+        if self.planned_examples is None:
+            self.planned_examples = planned_stream(ctx)
+
     @property
     def annealing(self) -> bool:
+        if self.planned_examples is None:
+            raise DataDietError("InfoBatch needs planned_examples (the examples the run will see, for its annealing "
+                                "phase): give it, or train through DataDietMixin / datadiet.runner, which fill it in")
         return self._seen >= (1.0 - self.delta) * self.planned_examples
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -100,6 +118,5 @@ class InfoBatchMethod:
     def plan(self, ctx):
         from ..method import Plan
 
-        n = len(ctx.ids)
-        return Plan(filters=[InfoBatch(ratio=self.ratio, delta=self.delta, planned_examples=n * ctx.epochs,
+        return Plan(filters=[InfoBatch(ratio=self.ratio, delta=self.delta, planned_examples=planned_stream(ctx),
                                        seed=ctx.seed if self.seed is None else self.seed)])

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from .._validate import check_choice, check_float, check_int
-from ..errors import ConfigError
+from ..errors import ConfigError, DataDietError
 from .base import BatchView, Decision, OnlineFilter
 
 TAU_MODES = ("frozen", "moving")
@@ -100,13 +100,16 @@ class LossThreshold(OnlineFilter):
     stage = "post_forward"
     reason = "loss_threshold"
 
-    def __init__(self, *, warmup_examples: int = 0, window: int = 128, tau_mode: str = "frozen",
+    def __init__(self, *, warmup_examples: int | None = None, window: int = 128, tau_mode: str = "frozen",
                  tau: float | None = None, chance_loss: float | None = None, max_trace: int = 512) -> None:
-        self.warmup_examples = check_int("warmup_examples", warmup_examples, min=0)
+        # None: filled by bind() (10% of the first epoch, the paper's warm-up), or 0 with a fixed tau
+        self.warmup_examples = None if warmup_examples is None else check_int("warmup_examples", warmup_examples, min=0)
         self.window = check_int("window", window, min=1)
         self.tau_mode = check_choice("tau_mode", tau_mode, TAU_MODES)
         self.fixed_tau = None if tau is None else check_float("tau", tau, min=0.0)
-        if self.fixed_tau is None and self.warmup_examples < 1:
+        if self.fixed_tau is not None and self.warmup_examples is None:
+            self.warmup_examples = 0
+        if self.fixed_tau is None and self.warmup_examples is not None and self.warmup_examples < 1:
             raise ConfigError(
                 "warmup_examples must be >= 1 when tau is not given (tau is measured during the warm-up); "
                 f"got {warmup_examples}. Give a warm-up, or a fixed threshold with tau="
@@ -125,6 +128,10 @@ class LossThreshold(OnlineFilter):
         self.warmup_end: dict[str, int] | None = None
         self._planned_reached: int | None = None  # examples trained when the planned warm-up was reached
         self.tau_trace = Downsampled(max_trace)  # (examples scored, tau) in moving mode
+
+    def bind(self, ctx) -> None:
+        if self.warmup_examples is None:
+            self.warmup_examples = warmup_examples_for(0.1, max(1, len(ctx.ids)))
 
     # ------------------------------------------------------------------ state of the stages
     @property
@@ -169,6 +176,9 @@ class LossThreshold(OnlineFilter):
         if self.in_warmup:
             if not trained:
                 return  # warm-up losses come from the training forward, once per example
+            if self.warmup_examples is None:
+                raise DataDietError("LossThreshold needs warmup_examples (or a fixed tau=): give it, or train through "
+                                    "DataDietMixin / datadiet.runner, which fill in 10% of the first epoch")
             self._push(losses)
             self._warm_trained += int(losses.numel())
             running = float(self._recent.mean())

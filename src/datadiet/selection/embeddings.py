@@ -171,7 +171,8 @@ def model_embeddings(
     (dataset order), L2-normalised float32 ``[n, d]``. One no-grad eval-mode forward per example;
     the model's train/eval mode is restored afterwards."""
     from ..models.embed import mean_pool
-    from .scores import _autocast, _eval_pass, model_inputs
+    from ..functional.precision import autocast
+    from .scores import _eval_pass, model_inputs
 
     batch_size = check_int("batch_size", batch_size, min=1)
     base = getattr(model, "base_model", model)
@@ -188,7 +189,7 @@ def model_embeddings(
             pos = order[start : start + batch_size]
             batch = collator([dataset[int(i)] for i in pos])
             inputs = model_inputs(batch, device)
-            with _autocast(autocast_dtype, device):
+            with autocast(autocast_dtype, device):
                 res = base(**inputs, output_hidden_states=layer is not None)
             h = res.hidden_states[layer] if layer is not None else res.last_hidden_state
             mask = inputs.get("attention_mask")

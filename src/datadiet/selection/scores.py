@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from .._validate import check_choice, check_int
 from ..errors import DataDietError
+from ..functional.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +143,6 @@ def _eval_pass(model: torch.nn.Module, total: int, desc: str, progress: bool) ->
             bar.close()
 
 
-def _autocast(dtype: torch.dtype | None, device: torch.device):
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
-
-
 # ------------------------------------------------------------------------------- forward scores
 def forward_scores(
     model: torch.nn.Module,
@@ -181,7 +178,7 @@ def forward_scores(
                     probe = _HeadProbe(m) if m is not None else None
                     if probe is None:
                         out_head = None
-                with _autocast(autocast_dtype, device):
+                with autocast(autocast_dtype, device):
                     logits = model(**model_inputs(batch, device)).logits
                 logits = logits.float()
                 out_el2n[start : start + len(labels)] = el2n(logits, labels).double().cpu().numpy()
@@ -210,7 +207,7 @@ def _num_labels(model, batch, device, autocast_dtype) -> int:
     nl = getattr(getattr(model, "config", None), "num_labels", None)
     if isinstance(nl, int) and nl > 0:
         return nl
-    with _autocast(autocast_dtype, device):
+    with autocast(autocast_dtype, device):
         return int(model(**model_inputs(batch, device)).logits.shape[-1])
 
 
