@@ -385,3 +385,124 @@ def test_causal_lm_with_gradient_accumulation(tmp_path):
     assert trainer.state.global_step == 2 * math.ceil(5 / 2)
     assert 0 < e.counts.optimizer_steps <= trainer.state.global_step + 1
     assert math.isfinite(trainer.evaluate()["eval_loss"])
+
+
+# ---------------------------------------------------------------------- gradient accumulation, defined
+class SeqPlainTrainer(__import__("transformers").Trainer):
+    """The user's plain Trainer, with the same sequential data order."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+
+def _lm_dataset(n=32, seed=0):
+    """Causal-LM rows of different lengths (token weighting differs from sequence weighting)."""
+    datasets = pytest.importorskip("datasets")
+    g = np.random.default_rng(seed)
+    rows = [g.integers(6, 40, size=int(g.integers(5, 20))).tolist() for _ in range(n)]
+    return datasets.Dataset.from_dict({"input_ids": rows, "example_id": list(range(500, 500 + n))})
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("task", ["classification", "causal_lm"])
+def test_keep_everything_with_accumulation_reproduces_the_plain_trainer(tmp_path, tok, task):
+    """GA=4: DietTrainer with a keep-everything filter = the user's plain Trainer (parameters within float
+    tolerance). Causal LM: token weighting over the window (the Trainer's num_items_in_batch).
+
+    Measured quirks of the plain Trainer (transformers 5.23), which the mixin does not copy: a BERT classifier's
+    forward takes ``**kwargs``, so the Trainer assumes its loss is normalised over the window and sums the four
+    micro-batch means (its logged loss is 4x the real one); the reference below is the Trainer with that off,
+    i.e. the mean over the window. For the tiny GPT-2 the Trainer counts each sequence's first token in
+    ``num_items_in_batch`` (its loss is ~8% low here); AdamW is invariant to that scale, and the parameters
+    agree within 1e-5."""
+    from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
+
+    if task == "classification":
+        train, kind = _hf_dataset(tok, n=64), "tiny-bert"
+        collator = DataCollatorWithPadding(tok)
+    else:
+        _, tok = tiny_model("tiny-gpt2")
+        train, kind = _lm_dataset(64), "tiny-gpt2"
+        collator = DataCollatorForLanguageModeling(tok, mlm=False)
+    models = []
+    for cls, kw in ((SeqPlainTrainer, {}), (SeqTrainer, {"filters": [Recorder()]})):
+        model, _ = tiny_model(kind, num_labels=2, seed=0)
+        t = cls(model=model, args=make_args(tmp_path / cls.__name__, gradient_accumulation_steps=4), train_dataset=train,
+                data_collator=collator, processing_class=tok, **kw)
+        if cls is SeqPlainTrainer and task == "classification":
+            t.model_accepts_loss_kwargs = False
+        t.train()
+        assert t.state.global_step == 2
+        models.append(t.model)
+    for (n, a), (_, b) in zip(models[0].named_parameters(), models[1].named_parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-5, msg=n)
+
+
+@pytest.mark.timeout(120)
+def test_accumulated_update_averages_over_the_kept_examples_of_the_window(tmp_path, ds, tok):
+    """Planted truth: 16 examples, B=8, GA=2 is one optimizer step; 3 of them skipped. The update is one SGD
+    step on the mean loss of the 13 kept examples (not 13/16 of it, nor a mean of per-batch means)."""
+    ds16 = TokenizedSplit(make_split(16), tok, max_length=32)
+    trainer = run_trainer(tmp_path, ds16, tok, filters=[SkipIds([100, 101, 102])], gradient_accumulation_steps=2,
+                          optim="sgd", max_grad_norm=0.0)
+    assert trainer.state.global_step == 1 and trainer.datadiet_engine.counts.optimizer_steps == 1
+    assert trainer.datadiet_engine.counts.examples_backpropagated == 13
+    ref, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    kept = Collator(pad_token_id=tok.pad_token_id)([ds16[i] for i in range(3, 16)])
+    out = ref(input_ids=kept["input_ids"], attention_mask=kept["attention_mask"])
+    torch.nn.functional.cross_entropy(out.logits, kept["labels"]).backward()
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.grad is not None:
+                p -= LR * p.grad
+    for (n, a), (_, b) in zip(trainer.model.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-7, msg=n)
+
+
+# ---------------------------------------------------------------------- checkpoints
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("method,params", [
+    (None, None), ("infobatch", {"ratio": 0.5}), ("loss_threshold", {"warmup_fraction": 0.2, "window": 16}),
+    ("random_subset", {"fraction": 0.5}),
+])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, ds, tok, method, params):
+    """Counts, filter state (RNGs, scores, tau, buffer) and parameters of a run stopped at a checkpoint and
+    resumed with resume_from_checkpoint equal those of the same run without the interruption."""
+    def make(out, callbacks=()):
+        kw = {"method": method, "method_params": params} if method else {"filters": [RandomSkip(rate=0.3, seed=5)]}
+        model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+        return SeqTrainer(model=model, args=make_args(out, num_train_epochs=3, save_strategy="steps", save_steps=5),
+                          train_dataset=ds, data_collator=Collator(pad_token_id=tok.pad_token_id), processing_class=tok,
+                          callbacks=list(callbacks), **kw)
+
+    full = make(tmp_path / "full")
+    full.train()
+    stopped = make(tmp_path / "part", [StopAt(5)])
+    stopped.train()
+    assert stopped.state.global_step == 5
+    resumed = make(tmp_path / "part")
+    resumed.train(resume_from_checkpoint=True)
+    assert counts(resumed.datadiet_engine) == counts(full.datadiet_engine)
+    fs, rs = full.datadiet_engine.state_dict(), resumed.datadiet_engine.state_dict()
+    assert str(rs["filters"]) == str(fs["filters"])
+    assert resumed.datadiet_train_loss() == pytest.approx(full.datadiet_train_loss(), rel=1e-6)
+    for (n, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_resume_from_a_checkpoint_without_datadiet_state_is_refused(tmp_path, ds, tok):
+    (tmp_path / "checkpoint-3").mkdir()
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    t = SeqTrainer(model=model, args=make_args(tmp_path), train_dataset=ds, data_collator=Collator(pad_token_id=0),
+                   processing_class=tok, filters=[RandomSkip()])
+    with pytest.raises(DataDietError, match="has no datadiet_state.pt.*filters' state is lost"):
+        t.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
