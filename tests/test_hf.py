@@ -506,3 +506,34 @@ def test_resume_from_a_checkpoint_without_datadiet_state_is_refused(tmp_path, ds
                    processing_class=tok, filters=[RandomSkip()])
     with pytest.raises(DataDietError, match="has no datadiet_state.pt.*filters' state is lost"):
         t.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
+
+
+# ---------------------------------------------------------------------- method= with a user's own dataset
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("method,params", [
+    ("data_diet", {"keep": 0.5, "score_seeds": 1, "score_steps": 2, "cache": False}),
+    ("ingenious", {"fraction": 0.5, "cache": False}),
+    ("multistage", {"warmup_fraction": 0.2, "window": 16, "switch_window": 2, "meta_loss_threshold": 5.0}),
+])
+def test_method_on_a_hf_dataset_with_text_columns(tmp_path, tok, method, params):
+    """A user's datasets.Dataset (raw 'text' column beside the tokenized one) and DataCollatorWithPadding:
+    the method plans on what the Trainer's dataloader would feed the collator, and its work is logged."""
+    from transformers import DataCollatorWithPadding
+
+    train = _hf_dataset(tok, n=64)
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    t = DataDietTrainer(model=model, args=make_args(tmp_path, logging_strategy="steps", logging_steps=2,
+                                                    num_train_epochs=2),
+                        train_dataset=train, data_collator=DataCollatorWithPadding(tok), processing_class=tok,
+                        method=method, method_params=params)
+    assert t.datadiet_task == "classification"  # inferred from the model
+    t.train()
+    e = t.datadiet_engine
+    logged = [h for h in t.state.log_history if "datadiet/examples_seen" in h]
+    assert logged and logged[-1]["datadiet/examples_seen"] == e.counts.examples_seen
+    assert logged[-1]["datadiet/selection_s"] >= 0
+    if method in ("data_diet", "ingenious"):  # prune: the Trainer trains on the subset, its schedule sized once
+        assert len(t.train_dataset) == 32 and e.counts.examples_seen == 64 and t.state.global_step == 8
+    else:
+        assert e.counts.examples_seen == 128
+        assert e.counts.examples_backpropagated + sum(e.skipped().values()) == 128

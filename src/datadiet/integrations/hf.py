@@ -337,6 +337,10 @@ class DataDietMixin:
         """The planning context of this Trainer: its model, dataset, collator, processing class and ``args``."""
         args, ds = self.args, self.train_dataset
         ids, labels, texts = _dataset_columns(ds, self.datadiet_id_column, self.datadiet_task)
+        if getattr(ds, "column_names", None) is not None and args.remove_unused_columns:
+            # what the Trainer's dataloader would feed the collator: model inputs, labels and the id column
+            self._set_signature_columns_if_needed()
+            ds = ds.remove_columns([c for c in ds.column_names if c not in self._signature_columns])
         model = self.model
 
         def build_model(seed: int) -> torch.nn.Module:
