@@ -537,3 +537,17 @@ def test_method_on_a_hf_dataset_with_text_columns(tmp_path, tok, method, params)
     else:
         assert e.counts.examples_seen == 128
         assert e.counts.examples_backpropagated + sum(e.skipped().values()) == 128
+
+
+def test_build_model_reseeds_only_the_task_head(tmp_path, ds, tok):
+    """Scoring runs under the Trainer: the run's seed gives the model as it is; another seed re-draws the
+    classifier head (the body is what the user loaded) and leaves the training model untouched."""
+    model, _ = tiny_model("tiny-bert", num_labels=2, seed=0)
+    t = DataDietTrainer(model=model, args=make_args(tmp_path), train_dataset=ds, data_collator=Collator(pad_token_id=0),
+                        processing_class=tok, method="random_subset")
+    build = t.datadiet_plan_context().build_model
+    same, other, again = build(0), build(1), build(1)
+    for (n, p), q, r, s in zip(model.named_parameters(), same.parameters(), other.parameters(), again.parameters()):
+        assert torch.equal(p, q), n
+        assert torch.equal(r, s), n  # seeded: reproducible
+        assert torch.equal(p, r) != (n == "classifier.weight"), n  # (the bias starts at 0 either way)

@@ -144,8 +144,19 @@ def _pool_arrays(dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if base is not None and hasattr(base, "input_ids"):
         pos = np.asarray(dataset.positions)
         return np.asarray(base.input_ids)[pos], np.asarray(base.ids)[pos], np.asarray(base.doc_ids)[pos]
-    raise DataDietError("igf needs causal-LM training contexts (fixed-length token windows with their documents); "
-                        "use a causal-LM dataset such as 'austen' or 'news_outlets_text' with a causal LM")
+    rows = [dataset[i] for i in range(len(dataset))] if hasattr(dataset, "__getitem__") else []
+    if rows and isinstance(rows[0], dict) and "input_ids" in rows[0] and "example_id" in rows[0]:
+        # a user's dataset of feature dicts (e.g. a datasets.Dataset under the Trainer): contexts of one length
+        lengths = {len(r["input_ids"]) for r in rows}
+        if len(lengths) != 1:
+            raise DataDietError(f"igf needs fixed-length training contexts, but these have {len(lengths)} different "
+                                "lengths; cut the text into equal-length token windows (e.g. datadiet.data.lm_contexts)")
+        docs = [int(r.get("doc_id", r["example_id"])) for r in rows]
+        return (np.asarray([list(r["input_ids"]) for r in rows], dtype=np.int64),
+                np.asarray([int(r["example_id"]) for r in rows], dtype=np.int64), np.asarray(docs, dtype=np.int64))
+    raise DataDietError("igf needs causal-LM training contexts (fixed-length token windows with an 'example_id' and, "
+                        "ideally, a 'doc_id' per window); use a causal-LM dataset such as 'austen' with a causal LM, or "
+                        "give the Trainer such a dataset")
 
 
 class IGF(Method):

@@ -344,7 +344,9 @@ class DataDietMixin:
         model = self.model
 
         def build_model(seed: int) -> torch.nn.Module:
-            """A fresh copy of the model as it is before training (``model_init``'s when the Trainer has one)."""
+            """A fresh copy of the model as it is before training: for the run's own seed exactly that; for
+            another seed with its task head re-drawn from it (``model_init``'s model, seeded, when the Trainer
+            has one)."""
             import copy
 
             if getattr(self, "model_init", None) is not None:
@@ -352,7 +354,8 @@ class DataDietMixin:
                     torch.manual_seed(seed)
                     fresh = self.call_model_init()
                 return fresh.to(args.device)
-            return copy.deepcopy(model)
+            fresh = copy.deepcopy(model)
+            return fresh if int(seed) == int(args.seed) else _reseed_head(fresh, seed)
 
         name = getattr(getattr(_base_model(model), "config", None), "_name_or_path", None) or None
         epochs = max(1, math.ceil(args.num_train_epochs))
@@ -630,6 +633,22 @@ class DataDietMixin:
                 logs["train_loss"] = self.datadiet_train_loss()
             logs.update(self.datadiet_logs())
         super().log(logs, *args, **kwargs)
+
+
+def _reseed_head(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Re-initialise a classifier's task head (``classifier`` / ``score``) from ``seed`` with the model's own
+    ``_init_weights``, as loading a pretrained body with a fresh head would; other models are returned as they are."""
+    base = _base_model(model)
+    init = getattr(base, "_init_weights", None)
+    heads = [getattr(base, n) for n in ("classifier", "score") if isinstance(getattr(base, n, None), torch.nn.Module)]
+    if init is None or not heads:
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for head in heads:
+            for m in head.modules():
+                init(m)
+    return model
 
 
 def _warmup_share(args: Any) -> float:
