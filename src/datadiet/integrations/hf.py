@@ -555,7 +555,7 @@ class DataDietMixin:
         """The engine's training loss from the Trainer's (or TRL's) own forward; the Trainer's loss in evaluation.
 
         Overrides ``Trainer.compute_loss``: the parent's ``compute_loss`` runs the model (and records its
-        metrics), and the loss returned is :meth:`StepEngine.training_loss` on those outputs, normalised
+        metrics; its outputs are taken with a forward hook), and the loss returned is :meth:`StepEngine.training_loss` on those outputs, normalised
         by ``num_items_in_batch`` (the engine's window denominator).
         """
         if self._dd_predicting or not model.training or ID_KEY not in inputs:
@@ -563,8 +563,23 @@ class DataDietMixin:
                                         num_items_in_batch=num_items_in_batch)
         batch = dict(inputs)
         model_inputs = {k: v for k, v in batch.items() if k not in (ID_KEY, "_weight", "doc_id")}
-        _, outputs = super().compute_loss(model, model_inputs, return_outputs=True,
-                                          num_items_in_batch=num_items_in_batch)
+        # The outputs of the parent's own grad forward, caught by a hook: asking the parent for them with
+        # return_outputs=True would make TRL's SFTTrainer run a second, no-grad forward for full logits.
+        captured: list[Any] = []
+
+        def keep_outputs(module, args, kwargs, out):
+            if not captured and torch.is_grad_enabled():
+                captured.append(out)
+
+        handle = model.register_forward_hook(keep_outputs, with_kwargs=True)
+        try:
+            super().compute_loss(model, model_inputs, return_outputs=False, num_items_in_batch=num_items_in_batch)
+        finally:
+            handle.remove()
+        if not captured:
+            raise DataDietError("the Trainer's compute_loss ran no grad forward of the model; DataDietMixin needs the "
+                                "model's outputs to compute a loss per example")
+        outputs = captured[0]
         denominator = None if num_items_in_batch is None else float(num_items_in_batch)
         loss, losses = self.datadiet_engine.training_loss(model, batch, outputs=outputs, denominator=denominator)
         d = self._dd_loss
