@@ -41,7 +41,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from datadiet.config import RunConfig
-    from datadiet.registry import build_method
+    from datadiet.methods.registry import build_method
     from datadiet.runner import plan_context, prepare
 
     cfg = RunConfig.from_dict({

@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from datadiet.data import Collator, TokenizedSplit, load_dataset
-    from datadiet.engine import StepEngine
+    from datadiet.core.engine import StepEngine
     from datadiet.loop import make_optimizer
     from datadiet.models import load_model
 

@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from datadiet.config import RunConfig
-    from datadiet.igf import pairs as P
+    from datadiet.methods.igf import pairs as P
     from datadiet.runner import prepare
 
     cfg = RunConfig.from_dict({"model": {"name": "smollm2-135m"},

@@ -66,7 +66,7 @@ def _text_embeddings(dataset: str, n: int, threads: int):
     (mean-pooled, unit rows; cached on disk like every datadiet embedding)."""
     from datadiet.config import RunConfig
     from datadiet.runner import load_data
-    from datadiet.selection.embeddings import EmbeddingCache, example_embeddings
+    from datadiet.methods.ingenious.embeddings import EmbeddingCache, example_embeddings
 
     cfg = RunConfig.from_dict({"model": {"name": "minilm"}, "data": {"name": dataset, "max_train": n},
                                "train": {"threads": threads}})
@@ -113,7 +113,7 @@ def section_compare(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from datadiet.selection.submodular import dense_kernel, greedy_maximize, objective_value
+    from datadiet.methods.ingenious.submodular import dense_kernel, greedy_maximize, objective_value
 
     if args.texts:
         x, emb_info = _text_embeddings(args.texts, args.n, args.threads)
@@ -193,7 +193,7 @@ def section_sparse(args) -> dict:
         faiss.omp_set_num_threads(args.threads)
     except ImportError:
         pass
-    from datadiet.selection.submodular import submodular_gains, subset_from_gains
+    from datadiet.methods.ingenious.submodular import submodular_gains, subset_from_gains
 
     t = time.perf_counter()
     x = _mixture(args.sparse_n, args.d, args.sparse_clusters, args.spread, args.seed)

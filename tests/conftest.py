@@ -48,7 +48,7 @@ def make_tiny_bert(seed: int = 0):
 
 
 def _skip_all_filter():
-    from datadiet.online.base import Decision, OnlineFilter
+    from datadiet.core.filter import Decision, OnlineFilter
 
     class SkipAll(OnlineFilter):
         """Skips every example before its forward."""

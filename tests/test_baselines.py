@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datadiet.engine import StepEngine
+from datadiet.core.engine import StepEngine
 from datadiet.loop import fit
-from datadiet.online.base import BatchView
-from datadiet.online.infobatch import InfoBatch
-from datadiet.online.selective_backprop import SelectiveBackprop, cdf_keep_probability
+from datadiet.core.filter import BatchView
+from datadiet.methods.infobatch import InfoBatch
+from datadiet.methods.selective_backprop import SelectiveBackprop, cdf_keep_probability
 
 
 def view(ids):

@@ -116,7 +116,7 @@ def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path):
 
 def test_shipped_suites_validate():
     from datadiet.bench.suite import builtin_suites
-    from datadiet.registry import build_method
+    from datadiet.methods.registry import build_method
 
     names = sorted(builtin_suites())
     assert {"smoke", "cpu", "gpu", "ingenious", "ingenious_cpt", "data_diet_clean", "igf_cpu"} <= set(names)

@@ -43,11 +43,11 @@ from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
 from datadiet.config import load_config  # noqa: E402
 from datadiet.data import Collator  # noqa: E402
-from datadiet.engine import StepEngine  # noqa: E402
+from datadiet.core.engine import StepEngine  # noqa: E402
 from datadiet.errors import ConfigError, DataDietError  # noqa: E402
 from datadiet.integrations.hf import DataDietTrainer  # noqa: E402
 from datadiet.loop import fit  # noqa: E402
-from datadiet.registry import METHODS, build_method  # noqa: E402
+from datadiet.methods.registry import METHODS, build_method  # noqa: E402
 from datadiet.runner import plan_context, prepare  # noqa: E402
 
 CLS, LM = "classification", "causal_lm"

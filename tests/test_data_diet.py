@@ -17,19 +17,19 @@ import torch.nn.functional as F
 from conftest import RecordingAdamW, cli_error, make_tiny_bert, planted_texts, resume_vs_uninterrupted
 from datadiet.cli.main import main
 from datadiet.config import load_config
-from datadiet.engine import StepEngine
+from datadiet.core.engine import StepEngine
 from datadiet.errors import ConfigError, DataDietError
 from datadiet.functional.schedule import linear_warmup_decay
 from datadiet.loop import fit
-from datadiet.online.data_diet_dynamic import DataDietDynamic, DataDietDynamicMethod, el2n_score_fn
-from datadiet.registry import build_method
+from datadiet.methods.data_diet.dynamic import DataDietDynamic, DataDietDynamicMethod, el2n_score_fn
+from datadiet.methods.registry import build_method
 from datadiet.runner import run
-from datadiet.selection import Selection, random_subset
-from datadiet.selection.data_diet import DataDiet, allocate, select_by_scores, select_positions, subset_sizes
-from datadiet.selection.score_runs import (
+from datadiet import Selection, random_subset
+from datadiet.methods.data_diet.method import DataDiet, allocate, select_by_scores, select_positions, subset_sizes
+from datadiet.methods.data_diet.score_runs import (
     ScoreCache, ScoreResult, TrainSettings, compute_scores, data_fingerprint, steps_for_epochs, train_steps,
 )
-from datadiet.selection.scores import el2n, find_head, forward_scores, grand_head, grand_scores, score_dataset
+from datadiet.methods.data_diet.scores import el2n, find_head, forward_scores, grand_head, grand_scores, score_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datadiet.engine import StepEngine
+from datadiet.core.engine import StepEngine
 from datadiet.loop import epoch_order, fit, make_optimizer
-from datadiet.online.base import Decision, OnlineFilter
-from datadiet.online.random_skip import RandomSkip
+from datadiet.core.filter import Decision, OnlineFilter
+from datadiet.methods.random_skip import RandomSkip
 
 from conftest import SkipAll, make_tiny_bert, resume_vs_uninterrupted
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from datadiet.functional import linear_warmup_decay, per_example_ce, per_example_lm_loss, weighted_mean
-from datadiet.selection import Selection, random_subset
+from datadiet import Selection, random_subset
 
 
 def test_per_example_ce_matches_mean_reduction():
@@ -71,7 +71,7 @@ def test_core_imports_no_heavy_optional_package():
     import sys
 
     code = (
-        "import sys, datadiet, datadiet.loop, datadiet.engine, datadiet.registry, datadiet.runner, "
+        "import sys, datadiet, datadiet.loop, datadiet.core.engine, datadiet.methods.registry, datadiet.runner, "
         "datadiet.bench.harness, datadiet.bench.suite, datadiet.bench.report, datadiet.integrations\n"
         "heavy = [m for m in ('transformers', 'datasets', 'accelerate', 'sklearn', 'scipy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -17,13 +17,13 @@ from transformers import TrainerCallback, TrainingArguments  # noqa: E402
 
 from datadiet.data.collate import Collator, TokenizedSplit  # noqa: E402
 from datadiet.data.types import TextSplit  # noqa: E402
-from datadiet.engine import StepEngine  # noqa: E402
+from datadiet.core.engine import StepEngine  # noqa: E402
 from datadiet.errors import DataDietError  # noqa: E402
 from datadiet.integrations.hf import LEFTOVER_REASON, DataDietTrainer  # noqa: E402
 from datadiet.loop import fit  # noqa: E402
 from datadiet.models.tiny import tiny_model  # noqa: E402
-from datadiet.online.base import Decision, OnlineFilter  # noqa: E402
-from datadiet.online.random_skip import RandomSkip  # noqa: E402
+from datadiet.core.filter import Decision, OnlineFilter  # noqa: E402
+from datadiet.methods.random_skip import RandomSkip  # noqa: E402
 
 from conftest import SkipAll, planted_texts  # noqa: E402
 

@@ -14,15 +14,15 @@ import torch.nn.functional as F
 
 from datadiet.bench.stats import wilcoxon_signed_rank
 from datadiet.data.collate import Collator, LMContexts
-from datadiet.engine import ID_KEY, StepEngine
+from datadiet.core.engine import ID_KEY, StepEngine
 from datadiet.errors import ConfigError, DataDietError
-from datadiet.igf import pairs as P
-from datadiet.igf.learner import LearnerArch, SecondaryLearner, load_learner, save_learner, train_learner
-from datadiet.igf.method import IGF, IGFFilter
+from datadiet.methods.igf import pairs as P
+from datadiet.methods.igf.learner import LearnerArch, SecondaryLearner, load_learner, save_learner, train_learner
+from datadiet.methods.igf.method import IGF, IGFFilter
 from datadiet.loop import fit
-from datadiet.method import PlanContext
+from datadiet.core.method import PlanContext
 from datadiet.models.tiny import tiny_model
-from datadiet.registry import build_method
+from datadiet.methods.registry import build_method
 
 
 def _gpt(seed=0):
@@ -242,7 +242,7 @@ def test_pool_units_threshold_on_the_learners_own_spread(tmp_path, monkeypatch):
     f = plan.filters[0]
     pred = f.learner.predict(torch.as_tensor(pool.input_ids)).numpy()
     assert (f.center, f.scale) == pytest.approx((pred.mean(), pred.std()), rel=1e-5)
-    from datadiet.online.base import BatchView
+    from datadiet.core.filter import BatchView
 
     view = BatchView(ids=torch.as_tensor(pool.ids), input_ids=torch.as_tensor(pool.input_ids), attention_mask=None,
                      labels=None)
@@ -254,7 +254,7 @@ def test_pool_units_threshold_on_the_learners_own_spread(tmp_path, monkeypatch):
 
 def test_filter_state_round_trips():
     f = IGFFilter(_Planted({10: 2.0, 11: -2.0}), batch_size=2, schedule="shifting", switch_step=1)
-    from datadiet.online.base import BatchView
+    from datadiet.core.filter import BatchView
 
     ids = torch.tensor([[10, 1], [11, 1], [10, 1], [10, 1]])
     view = BatchView(ids=torch.arange(4), input_ids=ids, attention_mask=None, labels=None)
@@ -316,7 +316,7 @@ def test_plan_caches_pairs_and_learner_and_invalidates_on_settings(tmp_path, mon
         calls.append(k.get("estimate"))
         return real(*a, **k)
 
-    monkeypatch.setattr("datadiet.igf.method.collect_ig", counting)
+    monkeypatch.setattr("datadiet.methods.igf.method.collect_ig", counting)
     pool, model = _doc_pool(), _gpt()
     saved = [p.detach().clone() for p in model.parameters()]
     plan = IGF(**SMALL).plan(_ctx(pool, model))
@@ -347,7 +347,7 @@ def test_plan_with_a_learner_file(tmp_path, monkeypatch):
     pool, model = _doc_pool(), _gpt()
     q = SecondaryLearner.from_lm(model)
     path = save_learner(q, tmp_path / "q.pt", meta={"model": "tiny-gpt2", "cost_s": 12.0})
-    monkeypatch.setattr("datadiet.igf.method.collect_ig", lambda *a, **k: pytest.fail("no pairs with a learner file"))
+    monkeypatch.setattr("datadiet.methods.igf.method.collect_ig", lambda *a, **k: pytest.fail("no pairs with a learner file"))
     plan = IGF(learner=str(path)).plan(_ctx(pool, model))
     assert plan.info["selection_reused_s"] == 12.0
     small = save_learner(SecondaryLearner(LearnerArch(vocab_size=10, dim=4)), tmp_path / "s.pt", meta={"model": "x"})

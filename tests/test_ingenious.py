@@ -15,19 +15,19 @@ import torch
 from conftest import RecordingAdamW, cli_error, make_tiny_bert, planted_texts, resume_vs_uninterrupted
 from datadiet.cli.main import main
 from datadiet.config import load_config
-from datadiet.engine import StepEngine
+from datadiet.core.engine import StepEngine
 from datadiet.errors import ConfigError, DataDietError
 from datadiet.functional.schedule import linear_warmup_decay
 from datadiet.loop import fit
-from datadiet.method import PlanContext
+from datadiet.core.method import PlanContext
 from datadiet.models.registry import LoadedModel
-from datadiet.registry import build_method
+from datadiet.methods.registry import build_method
 from datadiet.runner import load_data, run
-from datadiet.selection import Selection
-from datadiet.selection import embeddings as emb_mod
-from datadiet.selection.embeddings import EmbeddingCache, example_embeddings, model_embeddings
-from datadiet.selection.ingenious import Ingenious, IngeniousFilter, derive_seed
-from datadiet.selection.submodular import submodular_gains
+from datadiet.core.selection import Selection
+from datadiet.methods.ingenious import embeddings as emb_mod
+from datadiet.methods.ingenious.embeddings import EmbeddingCache, example_embeddings, model_embeddings
+from datadiet.methods.ingenious.method import Ingenious, IngeniousFilter, derive_seed
+from datadiet.methods.ingenious.submodular import submodular_gains
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -207,7 +207,7 @@ def test_warm_start_embeds_with_a_trained_copy_and_leaves_the_run_model_alone():
     import copy
 
     from datadiet.runner import plan_context, prepare
-    from datadiet.selection.score_runs import TrainSettings, train_steps
+    from datadiet.methods.data_diet.score_runs import TrainSettings, train_steps
 
     cfg = load_config(None, ["model.name=tiny-bert", "model.max_length=24", "data.max_train=48", "data.max_test=16",
                              "train.epochs=1", "train.batch_size=8", "train.bf16=false", "train.threads=1"])

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PKG
 
 # Lower layers and the higher modules they must never import (prefix ``x.`` = the package
 # ``x`` and everything under it).
-LOWER = ("datadiet.functional.", "datadiet.online.", "datadiet.selection.", "datadiet.engine", "datadiet.method")
+LOWER = ("datadiet.functional.", "datadiet.core.", "datadiet.methods.")
 HIGHER = (
     "datadiet.runner",
     "datadiet.config",
@@ -84,7 +84,7 @@ def imports_of(mod: str, source: str, modules: set[str], *, is_pkg: bool = False
 def build_graph() -> dict[str, set[str]]:
     """Module -> the set of ``datadiet`` modules it imports (anywhere in the file).
 
-    Package ``__init__`` modules are nodes like any other (``datadiet.selection`` is
+    Package ``__init__`` modules are nodes like any other (``datadiet.core.selection`` is
     ``selection/__init__.py``); none of their re-export edges is left out.
     """
     files = _module_files()
@@ -194,7 +194,7 @@ def test_find_cycles_reports_a_concrete_circle():
 
 def test_graph_sees_the_package():
     graph = build_graph()
-    assert {"datadiet", "datadiet.runner", "datadiet.cli.main", "datadiet.selection"} <= set(graph)
+    assert {"datadiet", "datadiet.runner", "datadiet.cli.main", "datadiet.core.selection"} <= set(graph)
     assert "datadiet.cli.common" in graph["datadiet.cli.main"]
 
 
@@ -213,3 +213,18 @@ def test_lower_layers_do_not_import_higher_ones():
         if any(_in(t, hi) for hi in HIGHER)
     )
     assert not bad, "lower layer imports a higher one:\n" + "\n".join(f"{m} -> {t}" for m, t in bad)
+
+
+def test_core_imports_nothing_above_it():
+    """``core`` may import only itself, ``functional``, ``errors`` and ``_validate``; ``methods`` never import the
+    public ``datadiet.online`` namespace (it re-exports them). Methods may use the plain loop's helpers (data
+    order, optimizer: scoring runs are the first steps of a run) and the model registry (sentence encoders)."""
+    graph = build_graph()
+    allowed = ("datadiet.core.", "datadiet.functional.", "datadiet.errors", "datadiet._validate")
+    bad = sorted((m, t) for m, ts in graph.items() if _in(m, "datadiet.core.") for t in ts
+                 if not any(_in(t, a) for a in allowed))
+    assert not bad, "core imports a higher module:\n" + "\n".join(f"{m} -> {t}" for m, t in bad)
+    above = ("datadiet.online.",)
+    bad = sorted((m, t) for m, ts in graph.items() if _in(m, "datadiet.methods.") for t in ts
+                 if any(_in(t, a) for a in above))
+    assert not bad, "a method imports the public online namespace:\n" + "\n".join(f"{m} -> {t}" for m, t in bad)

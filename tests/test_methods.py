@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datadiet.config import load_config
-from datadiet.registry import METHODS, build_method, describe_methods
+from datadiet.methods.registry import METHODS, build_method, describe_methods
 from datadiet.errors import ConfigError
 from datadiet.runner import run
 

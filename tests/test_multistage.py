@@ -15,14 +15,14 @@ import torch
 
 from datadiet.data.collate import Collator, TokenizedSplit
 from datadiet.data.types import TextSplit
-from datadiet.engine import StepEngine
+from datadiet.core.engine import StepEngine
 from datadiet.errors import ConfigError, DataDietError
 from datadiet.loop import fit, make_optimizer
-from datadiet.method import PlanContext
+from datadiet.core.method import PlanContext
 from datadiet.models.tiny import tiny_model
-from datadiet.online.base import BatchView, Decision, OnlineFilter
-from datadiet.online.loss_threshold import LossThreshold, LossThresholdMethod
-from datadiet.online.meta_predictor import (
+from datadiet.core.filter import BatchView, Decision, OnlineFilter
+from datadiet.methods.multistage.loss_threshold import LossThreshold, LossThresholdMethod
+from datadiet.methods.multistage.meta_predictor import (
     MEMORY_EDGES,
     BernoulliNaiveBayes,
     MetaPredictor,
@@ -31,8 +31,8 @@ from datadiet.online.meta_predictor import (
     memory_bucket,
     token_presence,
 )
-from datadiet.online.multistage import MultistageMethod, infer_vocab_size
-from datadiet.registry import build_method
+from datadiet.methods.multistage.method import MultistageMethod, infer_vocab_size
+from datadiet.methods.registry import build_method
 
 from conftest import make_tiny_bert, resume_vs_uninterrupted
 

@@ -15,7 +15,7 @@ from datadiet.bench import scores_view as sv
 from datadiet.bench.report import write_report
 from datadiet.cli.main import main
 from datadiet.config import RunConfig
-from datadiet.selection.score_runs import ScoreResult
+from datadiet.methods.data_diet.score_runs import ScoreResult
 
 EVIL = '<script>alert("x")</script> & a "quoted" review'
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from datadiet.errors import ConfigError
-from datadiet.selection import Selection
-from datadiet.selection.submodular import (
+from datadiet.core.selection import Selection
+from datadiet.methods.ingenious.submodular import (
     SparseKernel,
     dense_kernel,
     greedy_maximize,
@@ -381,6 +381,6 @@ def test_clear_errors_on_bad_input():
 
 
 def test_core_import_does_not_import_faiss():
-    code = ("import sys, datadiet.selection.submodular as s; "
+    code = ("import sys, datadiet.methods.ingenious.submodular as s; "
             "assert not any(m in sys.modules for m in ('faiss', 'submodlib', 'apricot', 'scipy', 'transformers'))")
     subprocess.run([sys.executable, "-c", code], check=True)

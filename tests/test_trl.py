@@ -22,7 +22,7 @@ from datadiet.errors import DataDietError  # noqa: E402
 from datadiet.integrations.hf import DataDietMixin  # noqa: E402
 from datadiet.models.tiny import tiny_model  # noqa: E402
 from datadiet.online import RandomSkip  # noqa: E402
-from datadiet.online.base import Decision, OnlineFilter  # noqa: E402
+from datadiet.core.filter import Decision, OnlineFilter  # noqa: E402
 
 BS = 4
 N = 32

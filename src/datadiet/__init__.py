@@ -8,12 +8,13 @@ torch-free-of-extras modules; Hugging Face pieces live in :mod:`datadiet.integra
 import logging
 
 from .config import RunConfig, load_config
-from .engine import Counts, StepEngine, StepResult
+from .core.engine import Counts, StepEngine, StepResult
 from .errors import ConfigError, DataDietError, DataError, RunExistsError
-from .method import Method, Plan, PlanContext
+from .core.method import Method, Plan, PlanContext
 from .online import BatchView, Decision, OnlineFilter, RandomSkip
-from .registry import METHODS, build_method
-from .selection import Selection, random_subset
+from .methods.registry import METHODS, build_method
+from .core.selection import Selection
+from .methods.random_subset import random_subset
 
 __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,7 +1,7 @@
 """The plain PyTorch front end: a training loop you can read in one sitting.
 
 It owns data order, the optimizer, the LR schedule and evaluation; every batch goes through
-:meth:`datadiet.engine.StepEngine.step`, which does the filtering, backward and optimizer step.
+:meth:`datadiet.core.engine.StepEngine.step`, which does the filtering, backward and optimizer step.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine import StepEngine
+from .core.engine import StepEngine
 from .errors import DataDietError
 from .functional.schedule import linear_warmup_decay
 
@@ -199,7 +199,7 @@ def evaluate_model(
     max_examples: int | None = None,
 ) -> dict[str, float]:
     """Accuracy and macro-F1 (classification) or perplexity (causal LM) on ``dataset``."""
-    from .engine import _NOT_MODEL_INPUTS
+    from .core.engine import _NOT_MODEL_INPUTS
     from .functional.precision import autocast
     from .functional.losses import per_example_lm_loss
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .core.files import write_json_atomic  # noqa: F401  (the one atomic JSON writer; re-exported)
 from .errors import RunExistsError
 
 RECORD = "record.json"
@@ -46,28 +47,6 @@ def read_record(run_dir: str | Path) -> dict[str, Any] | None:
         return json.loads(p.read_text())
     except json.JSONDecodeError:
         return None
-
-
-def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
-    """Write ``data`` as JSON to ``path`` (its folder created) through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 def prepare_run_dir(run_dir: str | Path, *, overwrite: bool) -> Path:

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .engine import StepEngine
+from .core.engine import StepEngine
 from .errors import DataDietError
 from .loop import evaluate_model, fit
-from .method import PlanContext
+from .core.method import PlanContext
 from .records import RunRecord, env_info, prepare_run_dir
-from .registry import build_method
+from .methods.registry import build_method
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def apply_selection_file(train, path: str | Path):
     Returns ``(subset, info)``. Every id in the file must be in ``train``; otherwise the file was
     made for other data and the error says how to recreate it.
     """
-    from .selection import Selection
+    from .core.selection import Selection
 
     sel = Selection.load(path)
     where = {int(i): p for p, i in enumerate(np.asarray(train.ids))}

@@ -1,6 +1,6 @@
 """The scores view of a report: where do the data diet's scores fall, and which examples top them?
 
-A ``data_diet`` run leaves ``scores.json`` (a :class:`~datadiet.selection.score_runs.ScoreResult`,
+A ``data_diet`` run leaves ``scores.json`` (a :class:`~datadiet.methods.data_diet.score_runs.ScoreResult`,
 format ``datadiet.scores/1``) in its run folder. This module turns those files into
 
 * per-class histograms of the mean score (inline SVG, one small chart per class; planted label
@@ -182,7 +182,7 @@ class ScoresPart:
 
 def read_scores(path: str | Path):
     """A scores file as a ``ScoreResult`` (DataDietError with the fix when it is missing or damaged)."""
-    from ..selection.score_runs import ScoreResult
+    from ..methods.data_diet.score_runs import ScoreResult
 
     return ScoreResult.load(path)
 

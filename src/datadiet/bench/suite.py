@@ -194,7 +194,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<dict>", overrides: list[
 
 def validate_suite(suite: Suite) -> None:
     """Check every cell's names, parameters and config keys before any work starts."""
-    from ..registry import METHODS
+    from ..methods.registry import METHODS
     from ..runner import check_config
 
     labels = {m.label for m in suite.methods}

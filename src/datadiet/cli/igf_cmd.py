@@ -20,9 +20,9 @@ def add_igf(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_igf(args: argparse.Namespace) -> int:
-    from ..igf.learner import save_learner
-    from ..igf.method import IGF
-    from ..registry import build_method
+    from ..methods.igf.learner import save_learner
+    from ..methods.igf.method import IGF
+    from ..methods.registry import build_method
     from ..runner import prepare
 
     cfg = load_cfg(args)

@@ -224,7 +224,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from ..registry import describe_methods
+    from ..methods.registry import describe_methods
 
     rows = describe_methods()
     if args.json:
@@ -360,9 +360,9 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 def _data_diet_from(cfg, **flags: Any):
     """A DataDiet built from the config's data_diet parameters (if any) with command-line overrides."""
-    from ..selection.data_diet import DataDiet
+    from ..methods.data_diet.method import DataDiet
 
-    from ..registry import build_method
+    from ..methods.registry import build_method
 
     params = dict(cfg.method.params) if cfg.method.name == DataDiet.name else {}
     if flags.get("score_epochs") is not None or flags.get("score_steps") is not None:
@@ -413,14 +413,14 @@ def _add_select(p: argparse.ArgumentParser) -> None:
 
 
 def _prune_methods() -> list[str]:
-    from ..registry import METHODS
+    from ..methods.registry import METHODS
 
     return [n for n, c in METHODS.items() if getattr(c, "mechanism", None) == "prune"]
 
 
 def _check_prune_method(name: str) -> None:
     from ..errors import unknown_name
-    from ..registry import METHODS
+    from ..methods.registry import METHODS
 
     if name not in METHODS:
         raise unknown_name("method", name, METHODS)
@@ -431,7 +431,7 @@ def _check_prune_method(name: str) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from ..registry import build_method
+    from ..methods.registry import build_method
 
     params = parse_params(args.params)
     if args.scores and (args.config or args.overrides):
@@ -440,7 +440,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise DataDietError("give --scores FILE (from `datadiet score`) or --config FILE (scores are computed, or "
                             "taken from the cache, for that config)")
     if args.scores:
-        from ..selection.score_runs import ScoreResult
+        from ..methods.data_diet.score_runs import ScoreResult
 
         name = args.method or "data_diet"
         _check_prune_method(name)
@@ -450,7 +450,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         if bad:
             raise DataDietError(f"-p {', '.join(bad)}: these set how scores are computed, and --scores already holds "
                                 f"them; drop them, or recompute with `datadiet score`")
-        from ..registry import METHODS
+        from ..methods.registry import METHODS
 
         if not hasattr(METHODS[name], "select_from_scores"):
             raise DataDietError(f"method {name!r} cannot select from a scores file; use --config FILE instead "

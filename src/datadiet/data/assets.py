@@ -6,19 +6,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from ..core.files import cache_dir  # noqa: F401  (re-exported: models and data use it from here)
 from ..errors import DataDietError
-
-
-def cache_dir(*parts: str) -> Path:
-    """``$DATADIET_CACHE`` or ``$XDG_CACHE_HOME/datadiet`` or ``~/.cache/datadiet``, joined with parts."""
-    root = os.environ.get("DATADIET_CACHE")
-    if root:
-        base = Path(root)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "datadiet"
-    p = base.joinpath(*parts)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def package_dir(package: str, *, pip_name: str, what: str) -> Path:

@@ -8,7 +8,7 @@
     trainer = DietTrainer(model=model, args=args, train_dataset=ds, filters=[RandomSkip(rate=0.5)])
 
 Every registered method works here (``datadiet methods``). The method plans from a
-:class:`~datadiet.method.PlanContext` built from the Trainer's own ``args``, model, training
+:class:`~datadiet.core.method.PlanContext` built from the Trainer's own ``args``, model, training
 dataset, data collator and processing class (:meth:`DataDietMixin.datadiet_plan_context`), at
 the start of ``train()``: online methods become the engine's filters; prune methods
 (``random_subset``, ``data_diet``, ``ingenious``) select before training (their scoring runs or
@@ -18,7 +18,7 @@ subset; re-selection methods re-draw during training as filters.
 
 The Trainer keeps everything it owns (data loading, optimizer, LR schedule, clipping, mixed
 precision, logging, checkpoints, evaluation). The mixin overrides only the seams where the
-:class:`~datadiet.engine.StepEngine` plugs in, and delegates to the Trainer at each:
+:class:`~datadiet.core.engine.StepEngine` plugs in, and delegates to the Trainer at each:
 
 ``get_batch_samples``
     the Trainer fetches the incoming batches of one optimizer step (its gradient accumulation
@@ -84,10 +84,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine import ID_KEY, StepEngine
+from ..core.engine import ID_KEY, StepEngine
 from ..errors import ConfigError, DataDietError, missing_extra
-from ..method import PlanContext
-from ..online.base import OnlineFilter
+from ..core.method import PlanContext
+from ..core.filter import OnlineFilter
 
 try:
     from transformers import Trainer, TrainerCallback
@@ -681,7 +681,7 @@ def _build_method(method: Any, params: Mapping[str, Any] | None):
             raise ConfigError("method_params were given without a method; pass method='<name>' too")
         return None
     if isinstance(method, str):
-        from ..registry import build_method
+        from ..methods.registry import build_method
 
         return build_method(method, dict(params or {}))
     if params:

@@ -1,0 +1,2 @@
+"""Every method in one home each (a file or a folder), and the one registry.
+"""

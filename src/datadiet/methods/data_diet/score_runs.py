@@ -1,0 +1,353 @@
+"""Scoring runs: fine-tune S fresh copies of the model for t steps, score every example, average.
+
+This is the expensive half of the data diet (Fayyaz et al. 2022): the scores are only reliable
+after at least one epoch of fine-tuning, so each of the S independent runs (its own seed: head
+initialisation and data order) trains for ``steps`` optimizer steps and then scores the whole
+training set (:mod:`datadiet.methods.data_diet.scores`). The mean over the runs is the score.
+
+A scoring run is *the first ``steps`` steps of the run the training settings describe*: same
+optimizer (AdamW, no decay on biases and norms), the same data order as :func:`datadiet.loop.fit`
+for its seed, and the same LR schedule, whose horizon is ``settings.epochs`` epochs (or ``steps``
+if that is longer). So with ``steps`` equal to a full run's steps it is exactly that run (tested).
+
+Cost: each run costs ``steps * batch_size`` training examples (3 units each) plus one scoring
+forward per example (1 unit; a per-example backward too for full GraNd). The wall-clock of every
+run is measured and returned. Runs are cached on disk, one entry per (seed, score), keyed by the
+model name, a hash of the tokenized training data (ids, tokens, labels), the step count and every
+training setting; an entry stores the wall-clock it cost when it was computed, and a cache hit
+reports that original cost (``cost_s``) next to what was spent now (``spent_s``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..._validate import check_choice, check_float, check_int
+from ...errors import DataDietError
+from ...core.files import write_json_atomic
+from ...core.cache import NpzCache, fields_fingerprint, key_digest
+from ...core.selection import read_format_file
+from .scores import SCORES, forward_scores, grand_scores, mean_over_runs
+
+log = logging.getLogger(__name__)
+
+SCORES_FORMAT = "datadiet.scores/1"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The training settings of a scoring run (all of them enter the cache key)."""
+
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.0
+    schedule: str = "linear"
+    schedule_by: str = "examples"
+    max_grad_norm: float = 1.0
+    fused_adamw: bool = True
+    epochs: int = 1  # LR-schedule horizon of the run the scoring run is the start of
+    bf16: bool = False
+    task: str = "classification"
+    pad_token_id: int = 0
+    score_batch_size: int = 64
+    grand_chunk_size: int = 8
+
+    def __post_init__(self) -> None:
+        check_int("batch_size", self.batch_size, min=1)
+        check_float("lr", self.lr, min=0.0, min_open=True)
+        check_choice("schedule", self.schedule, ("linear", "constant"))
+        check_choice("schedule_by", self.schedule_by, ("examples", "steps"))
+        check_int("epochs", self.epochs, min=1)
+        check_int("score_batch_size", self.score_batch_size, min=1)
+        check_int("grand_chunk_size", self.grand_chunk_size, min=1)
+
+    @classmethod
+    def from_context(cls, ctx, *, grand_chunk_size: int = 8) -> TrainSettings:
+        """The training settings of a planning context (:class:`datadiet.core.method.PlanContext`)."""
+        return cls(batch_size=ctx.batch_size, lr=ctx.lr, weight_decay=ctx.weight_decay, warmup=ctx.warmup,
+                   schedule=ctx.schedule, schedule_by=ctx.schedule_by, max_grad_norm=ctx.max_grad_norm,
+                   fused_adamw=ctx.fused_adamw, epochs=max(1, ctx.epochs), bf16=ctx.bf16, task=ctx.task,
+                   pad_token_id=ctx.pad_token_id, score_batch_size=ctx.eval_batch_size,
+                   grand_chunk_size=grand_chunk_size)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.bf16 else None
+
+
+def steps_for_epochs(epochs: float, *, n: int, batch_size: int) -> int:
+    """Optimizer steps in ``epochs`` (possibly fractional) passes over ``n`` examples."""
+    return int(round(float(epochs) * math.ceil(n / batch_size)))
+
+
+# ------------------------------------------------------------------------------ the training part
+def train_steps(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    collator: Callable[[list], dict[str, torch.Tensor]],
+    steps: int,
+    settings: TrainSettings,
+    seed: int,
+    progress: bool = False,
+) -> int:
+    """Train ``model`` for ``steps`` optimizer steps as :func:`datadiet.loop.fit` would (same data
+    order, optimizer and schedule for ``seed``); return the number of examples trained on."""
+    from ...core.engine import StepEngine
+    from ...functional.schedule import linear_warmup_decay
+    from ...loop import epoch_order, make_optimizer
+
+    steps = check_int("steps", steps, min=0)
+    if steps == 0:
+        return 0
+    n = len(dataset)
+    s = settings
+    per_epoch = math.ceil(n / s.batch_size)
+    # The schedule's horizon: the configured run, or the scoring run itself if that is longer.
+    examples_at_stop = (steps // per_epoch) * n + min((steps % per_epoch) * s.batch_size, n)
+    planned_examples = max(s.epochs * n, examples_at_stop)
+    planned_steps = max(s.epochs * per_epoch, steps)
+    engine = StepEngine(task=s.task, batch_size=s.batch_size, pad_token_id=s.pad_token_id,
+                        autocast_dtype=s.autocast_dtype)
+    opt = make_optimizer(model, lr=s.lr, weight_decay=s.weight_decay, fused=s.fused_adamw)
+    base = [g["lr"] for g in opt.param_groups]
+    clip = s.max_grad_norm if s.max_grad_norm > 0 else None
+
+    def set_lr() -> None:
+        prog = (engine.counts.examples_seen / planned_examples if s.schedule_by == "examples"
+                else engine.counts.optimizer_steps / planned_steps)
+        mult = linear_warmup_decay(prog, warmup=s.warmup, kind=s.schedule)
+        for g, b in zip(opt.param_groups, base):
+            g["lr"] = b * mult
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, unit="step", desc=f"scoring run (seed {seed})", leave=False, dynamic_ncols=True,
+                   disable=None)
+    was = model.training
+    model.train()
+    pos = np.arange(n)
+    try:
+        epoch = 0
+        done = lambda: engine.counts.optimizer_steps >= steps  # noqa: E731
+        while not done():
+            engine.start_epoch(epoch)
+            order = epoch_order(pos, seed=seed, epoch=epoch)
+            for start in range(0, n, s.batch_size):
+                batch = collator([dataset[i] for i in order[start : start + s.batch_size]])
+                r = engine.step(model, opt, batch, max_grad_norm=clip, before_optimizer_step=set_lr)
+                if bar is not None:
+                    bar.update(r.optimizer_steps)
+                if done():
+                    break
+            if done():
+                break
+            r = engine.end_epoch(model, opt, max_grad_norm=clip, before_optimizer_step=set_lr)  # the partial batch
+            if bar is not None:
+                bar.update(r.optimizer_steps)
+            epoch += 1
+    finally:
+        model.train(was)
+        if bar is not None:
+            bar.close()
+    return engine.counts.examples_backpropagated
+
+
+# -------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of every training example, averaged over ``len(seeds)`` scoring runs.
+
+    ``scores[i]`` belongs to the example at position ``i`` (stable id ``ids[i]``); ``per_seed`` holds
+    each run's scores. ``cost_s`` is the wall-clock the runs cost when they were computed (summed
+    over runs, cached ones included); ``spent_s`` is what this call spent; ``cached[j]`` says
+    whether run ``j`` came from the cache.
+    """
+
+    kind: str
+    ids: np.ndarray
+    scores: np.ndarray
+    per_seed: np.ndarray
+    seeds: tuple[int, ...]
+    steps: int
+    cost_s: float
+    spent_s: float = 0.0
+    cached: tuple[bool, ...] = ()
+    labels: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def reused_s(self) -> float:
+        """The part of ``cost_s`` paid earlier (runs taken from the cache)."""
+        costs = self.info.get("run_cost_s", [])
+        return float(sum(c for c, hit in zip(costs, self.cached) if hit))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SCORES_FORMAT,
+            "kind": self.kind,
+            "seeds": [int(s) for s in self.seeds],
+            "steps": int(self.steps),
+            "cost_s": float(self.cost_s),
+            "spent_s": float(self.spent_s),
+            "cached": [bool(c) for c in self.cached],
+            "n": len(self),
+            "ids": [int(i) for i in self.ids],
+            "labels": None if self.labels is None else [int(x) for x in self.labels],
+            "scores": [float(x) for x in self.scores],
+            "per_seed": [[float(x) for x in row] for row in self.per_seed],
+            "info": self.info,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        write_json_atomic(p, self.to_dict(), indent=None)
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScoreResult:
+        p = Path(path)
+        d = read_format_file(p, fmt=SCORES_FORMAT, what="scores", command="score")
+        try:
+            return cls(kind=d["kind"], ids=np.asarray(d["ids"], dtype=np.int64),
+                       scores=np.asarray(d["scores"], dtype=np.float64),
+                       per_seed=np.asarray(d["per_seed"], dtype=np.float64).reshape(len(d["seeds"]), len(d["ids"])),
+                       seeds=tuple(int(s) for s in d["seeds"]), steps=int(d["steps"]), cost_s=float(d["cost_s"]),
+                       spent_s=float(d.get("spent_s", 0.0)), cached=tuple(bool(c) for c in d.get("cached", [])),
+                       labels=None if d.get("labels") is None else np.asarray(d["labels"], dtype=np.int64),
+                       info=d.get("info", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataDietError(f"scores file {str(p)!r} is damaged ({type(e).__name__}: {e}); recreate it with "
+                                "`datadiet score`") from None
+
+
+# ---------------------------------------------------------------------------------------- cache
+_DATA_FIELDS = ("example_id", "input_ids", "token_type_ids", "labels")
+
+
+def data_fingerprint(dataset) -> str:
+    """sha256 of the tokenized training data in order: ids, token ids, token types, labels."""
+    return fields_fingerprint(dataset, _DATA_FIELDS)
+
+
+class ScoreCache(NpzCache):
+    """One ``.npz`` per (model, data, settings, steps, seed, score) under ``root``; atomic writes."""
+
+    subdir, what, field, dtype = "scores", "score", "scores", np.float64
+
+    @staticmethod
+    def key(base: dict[str, Any], *, kind: str, seed: int, steps: int) -> str:
+        return key_digest({**base, "kind": kind, "seed": int(seed), "steps": int(steps)}, version=CACHE_VERSION)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def get(self, key: str, ids: np.ndarray) -> tuple[np.ndarray, float] | None:
+        return self._read(self.path(key), ids)
+
+    def put(self, key: str, ids: np.ndarray, scores: np.ndarray, cost_s: float, meta: dict[str, Any]) -> None:
+        self._write(self.path(key), ids, scores, cost_s, json.dumps(meta, default=str))
+
+
+# ------------------------------------------------------------------------------- the whole thing
+def compute_scores(
+    *,
+    kind: str,
+    seeds: Sequence[int],
+    steps: int,
+    build_model: Callable[[int], torch.nn.Module],
+    dataset,
+    collator: Callable[[list], dict[str, torch.Tensor]],
+    settings: TrainSettings,
+    labels: np.ndarray | None = None,
+    cache: ScoreCache | None = None,
+    cache_base: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> ScoreResult:
+    """Run (or take from ``cache``) one scoring run per seed and average their ``kind`` scores.
+
+    ``build_model(seed)`` returns a fresh model (pretrained body, head initialised from ``seed``)
+    on the device to use. ``cache_base`` identifies model, data and settings (see
+    :func:`data_fingerprint`); caching is off when ``cache`` or ``cache_base`` is ``None``.
+    Each run also stores the scores it gets for free (EL2N and head GraNd share one forward).
+    """
+    kind = check_choice("score", kind, SCORES)
+    seeds = tuple(check_int("seed", s, min=0) for s in seeds)
+    if not seeds:
+        raise DataDietError("score_seeds must be >= 1 (the number of scoring runs to average)")
+    steps = check_int("steps", steps, min=0)
+    ids = np.asarray([int(dataset[i]["example_id"]) for i in range(len(dataset))], dtype=np.int64)
+    use_cache = cache is not None and cache_base is not None
+    t_all = time.perf_counter()
+    rows, costs, hits = [], [], []
+    impl = None
+    for seed in seeds:
+        key = ScoreCache.key(cache_base, kind=kind, seed=seed, steps=steps) if use_cache else None
+        got = cache.get(key, ids) if use_cache else None
+        if got is not None:
+            log.info("scoring run seed %d: %s scores from the cache (cost %.1f s when computed)", seed, kind, got[1])
+            rows.append(got[0])
+            costs.append(got[1])
+            hits.append(True)
+            continue
+        t0 = time.perf_counter()
+        model = build_model(seed)
+        trained = train_steps(model, dataset, collator=collator, steps=steps, settings=settings, seed=seed,
+                              progress=progress)
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        fwd = forward_scores(model, dataset, collator=collator, batch_size=settings.score_batch_size,
+                             autocast_dtype=settings.autocast_dtype, head=True, progress=progress)
+        fwd_s = time.perf_counter() - t1
+        per_kind = {k: (v, train_s + fwd_s) for k, v in fwd.items()}
+        if kind == "grand":
+            t2 = time.perf_counter()
+            g, impl = grand_scores(model, dataset, collator=collator, chunk_size=settings.grand_chunk_size,
+                                   progress=progress)
+            per_kind["grand"] = (g, train_s + time.perf_counter() - t2)
+        del model
+        if kind not in per_kind:
+            raise DataDietError(
+                "score 'grand_head' needs a final Linear layer whose output is the logits, and this model has "
+                "none that matches; use score=el2n or score=grand")
+        log.info("scoring run seed %d: %d steps (%d examples) in %.1f s, scored in %.1f s", seed, steps, trained,
+                 train_s, time.perf_counter() - t1)
+        if use_cache:
+            for k, (v, c) in per_kind.items():
+                k_key = ScoreCache.key(cache_base, kind=k, seed=seed, steps=steps)
+                # the scores this run got for free never replace a run already cached (training is
+                # not bit-reproducible across processes, so that would silently change earlier results)
+                if k != kind and cache.get(k_key, ids) is not None:
+                    continue
+                cache.put(k_key, ids, v, c, {**cache_base, "kind": k, "seed": seed, "steps": steps})
+        rows.append(per_kind[kind][0])
+        costs.append(per_kind[kind][1])
+        hits.append(False)
+    per_seed = np.stack([np.asarray(r, dtype=np.float64) for r in rows])
+    info: dict[str, Any] = {"run_cost_s": [float(c) for c in costs], "settings": asdict(settings)}
+    if cache_base is not None:
+        info["key"] = cache_base
+    if impl is not None:
+        info["grand_implementation"] = impl
+    return ScoreResult(kind=kind, ids=ids, scores=mean_over_runs(per_seed), per_seed=per_seed, seeds=seeds,
+                       steps=steps, cost_s=float(sum(costs)), spent_s=time.perf_counter() - t_all,
+                       cached=tuple(hits), labels=None if labels is None else np.asarray(labels, dtype=np.int64),
+                       info=info)

@@ -1,0 +1,331 @@
+"""One vector per training example, for similarity-based selection (INGENIOUS), cached on disk.
+
+Two sources:
+
+- the training model's own hidden states (``encoder=None``): the model's base (``model.base_model``,
+  so no classifier or LM head is run) on the already tokenized training data, hidden states at
+  ``layer`` (``None`` = the last layer; ``0`` = the token embeddings; negative counts from the end),
+  mean-pooled over non-padding tokens. The inputs are the plain training inputs (never masked,
+  unlike the INGENIOUS reference, which embedded MLM-masked inputs);
+- a frozen sentence encoder (``encoder="minilm"``, loaded through :mod:`datadiet.models`) on the
+  raw texts, through :func:`datadiet.models.embed_texts`.
+
+Rows are L2-normalised float32. Batches are sorted by length (less padding; the result is put back
+in dataset order), a progress bar is shown only when asked (``progress=True``) and stderr is a
+terminal.
+
+Cache: one ``.npz`` per key under ``cache_dir("embeddings")`` (``$DATADIET_CACHE``, else the user
+cache dir), written atomically (temporary file, then rename). The key is a JSON of: the source
+(model name plus a fingerprint of its weights, or the encoder name), ``layer``, ``max_length``,
+the autocast dtype and device type, and a sha256 of the data (stable ids plus token ids for the
+model source, ids plus texts for an encoder). An entry stores the seconds the embedding cost when
+it was computed; a hit returns that as ``cost_s`` (``reused_s``), next to the seconds this call
+spent (``spent_s``), so a run can still count what its selection cost (the runner adds
+``plan.info["selection_reused_s"]`` to ``selection_s``).
+
+The weight fingerprint hashes every parameter's name, shape and dtype and a strided sample of at
+most 65,536 of its values (so hashing a 135M-parameter model takes milliseconds, and any
+fine-tuning step or different initialisation changes it). Pooler weights, which hidden states do
+not depend on, are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..._validate import check_int
+from ...errors import ConfigError, DataDietError
+from ...core.cache import NpzCache, fields_fingerprint, key_digest
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+_SAMPLE = 65_536
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """``vectors[i]`` (float32, unit norm) embeds the example with stable id ``ids[i]``.
+
+    ``cost_s``: seconds the embedding cost when it was computed (from the cache entry on a hit);
+    ``spent_s``: seconds this call spent; ``cached``: whether it came from the cache.
+    """
+
+    vectors: np.ndarray
+    ids: np.ndarray
+    cost_s: float
+    spent_s: float = 0.0
+    cached: bool = False
+    key: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+
+    @property
+    def reused_s(self) -> float:
+        """The part of ``cost_s`` paid earlier (all of it on a cache hit, else 0)."""
+        return float(self.cost_s) if self.cached else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"n": len(self), "dim": self.dim, "cost_s": float(self.cost_s), "spent_s": float(self.spent_s),
+                "cached": bool(self.cached), "reused_s": self.reused_s,
+                "source": self.key.get("source"), "layer": self.key.get("layer")}
+
+
+# ------------------------------------------------------------------------------------- fingerprints
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameter names, shapes, dtypes and a strided sample of their values."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        if "pooler" in name.split("."):
+            continue
+        t = p.detach().reshape(-1)
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+        if t.numel() > _SAMPLE:
+            t = t[:: t.numel() // _SAMPLE + 1]
+        h.update(t.float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def tokens_fingerprint(dataset) -> str:
+    """sha256 of the tokenized data in order: stable ids, token ids, token types (labels left out)."""
+    return fields_fingerprint(dataset, ("example_id", "input_ids", "token_type_ids"))
+
+
+def texts_fingerprint(ids: np.ndarray, texts: Sequence[str]) -> str:
+    """sha256 of stable ids and texts in order."""
+    h = hashlib.sha256()
+    h.update(np.asarray(ids, dtype=np.int64).tobytes())
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------------------------------- cache
+class EmbeddingCache(NpzCache):
+    """One ``.npz`` per key under ``root`` (default ``cache_dir("embeddings")``); atomic writes."""
+
+    subdir, what, field, dtype = "embeddings", "embedding", "vectors", np.float32
+
+    @staticmethod
+    def digest(key: dict[str, Any]) -> str:
+        return key_digest(key, version=CACHE_VERSION)
+
+    def path(self, key: dict[str, Any]) -> Path:
+        return self.root / f"{self.digest(key)}.npz"
+
+    def get(self, key: dict[str, Any], ids: np.ndarray) -> tuple[np.ndarray, float] | None:
+        return self._read(self.path(key), ids)
+
+    def put(self, key: dict[str, Any], ids: np.ndarray, vectors: np.ndarray, cost_s: float) -> Path:
+        return self._write(self.path(key), ids, vectors, cost_s, json.dumps(key, sort_keys=True, default=str))
+
+
+# ----------------------------------------------------------------------------------------- compute
+def _num_layers(model: torch.nn.Module) -> int | None:
+    cfg = getattr(model, "config", None)
+    n = getattr(cfg, "num_hidden_layers", None) if cfg is not None else None
+    return int(n) if isinstance(n, int) else None
+
+
+def check_layer(layer: int | None, model: torch.nn.Module) -> int | None:
+    """``layer`` as given, or a ConfigError when the model has no such hidden state."""
+    if layer is None:
+        return None
+    layer = check_int("layer", layer)
+    n = _num_layers(model)
+    if n is not None and not -(n + 1) <= layer <= n:
+        raise ConfigError(f"layer must be in [{-(n + 1)}, {n}] for this model ({n} layers; 0 = the token embeddings, "
+                          f"{n} or -1 = the last layer), got {layer}")
+    return layer
+
+
+@torch.no_grad()
+def model_embeddings(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    collator: Callable[[list], dict[str, torch.Tensor]],
+    layer: int | None = None,
+    batch_size: int = 64,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Mean-pooled hidden states of ``model``'s base at ``layer`` for every example of ``dataset``
+    (dataset order), L2-normalised float32 ``[n, d]``. One no-grad eval-mode forward per example;
+    the model's train/eval mode is restored afterwards."""
+    from ...models.embed import mean_pool
+    from ...functional.precision import autocast
+    from ..data_diet.scores import _eval_pass, model_inputs
+
+    batch_size = check_int("batch_size", batch_size, min=1)
+    base = getattr(model, "base_model", model)
+    layer = check_layer(layer, base)
+    n = len(dataset)
+    if n == 0:
+        raise DataDietError("nothing to embed: the training set is empty")
+    device = next(model.parameters()).device
+    lengths = np.fromiter((len(dataset[i]["input_ids"]) for i in range(n)), dtype=np.int64, count=n)
+    order = np.argsort(-lengths, kind="stable")  # longest first: the peak memory shows up at once
+    out: np.ndarray | None = None
+    with _eval_pass(model, n, "embed", progress) as bar:
+        for start in range(0, n, batch_size):
+            pos = order[start : start + batch_size]
+            batch = collator([dataset[int(i)] for i in pos])
+            inputs = model_inputs(batch, device)
+            with autocast(autocast_dtype, device):
+                res = base(**inputs, output_hidden_states=layer is not None)
+            h = res.hidden_states[layer] if layer is not None else res.last_hidden_state
+            mask = inputs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(h.shape[:2], dtype=torch.long, device=h.device)
+            e = torch.nn.functional.normalize(mean_pool(h.float(), mask), dim=-1).cpu().numpy()
+            if out is None:
+                out = np.empty((n, e.shape[1]), dtype=np.float32)
+            out[pos] = e
+            if bar is not None:
+                bar.update(len(pos))
+    assert out is not None
+    return out
+
+
+def load_encoder(name: str, *, device: torch.device | str = "cpu"):
+    """A frozen sentence encoder ``(model, tokenizer)`` by name (``minilm``, a folder or a hub name)."""
+    from ...models.registry import _transformers, minilm_folder
+
+    tf = _transformers()
+    path = str(minilm_folder()) if name == "minilm" else name
+    try:
+        tok = tf.AutoTokenizer.from_pretrained(path)
+        enc = tf.AutoModel.from_pretrained(path)
+    except OSError as e:
+        raise DataDietError(f"could not load encoder {name!r}: {str(e).splitlines()[0][:300]}; use encoder 'minilm' "
+                            "or a local folder") from None
+    enc.eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return enc.to(device), tok
+
+
+def encoder_embeddings(
+    texts: Sequence[str],
+    *,
+    loaded,
+    layer: int | None = None,
+    max_length: int = 128,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> np.ndarray:
+    """Mean-pooled, L2-normalised encoder embeddings of ``texts`` (given order), batched by length."""
+    from ...models.embed import embed_texts
+
+    enc, tok = loaded
+    layer = check_layer(layer, enc)
+    n = len(texts)
+    if n == 0:
+        raise DataDietError("nothing to embed: no texts")
+    order = np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=n), kind="stable")
+    vec = embed_texts([texts[int(i)] for i in order], batch_size=batch_size, max_length=max_length, layer=layer,
+                      normalize=True, progress=progress, loaded=(getattr(enc, "base_model", enc), tok))
+    out = np.empty_like(vec)
+    out[order] = vec
+    return out
+
+
+def example_embeddings(
+    *,
+    ids: np.ndarray,
+    encoder: str | None = None,
+    model: torch.nn.Module | None = None,
+    dataset=None,
+    collator: Callable[[list], dict[str, torch.Tensor]] | None = None,
+    model_name: str | None = None,
+    texts: Sequence[str] | None = None,
+    loaded=None,
+    layer: int | None = None,
+    max_length: int = 128,
+    batch_size: int = 64,
+    autocast_dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    cache: EmbeddingCache | None = None,
+    progress: bool = False,
+) -> Embeddings:
+    """Embeddings of the examples ``ids`` (in that order), from the cache when possible.
+
+    ``encoder=None``: the training ``model``'s own hidden states on ``dataset`` (tokenized, one row
+    per id, collated by ``collator``); ``model_name`` names it in the cache key (its weights are
+    fingerprinted too). ``encoder="minilm"`` (or a folder / hub name): a frozen sentence encoder on
+    ``texts``; ``loaded=(model, tokenizer)`` uses an already loaded encoder instead (``encoder`` then
+    only names it in the cache key). ``max_length`` truncates the encoder's input (the model
+    source uses the tokens as they are; it is part of the key either way). ``cache=None``: no cache.
+    """
+    t0 = time.perf_counter()
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1 or len(ids) == 0:
+        raise DataDietError(f"ids must be a non-empty 1-D array of example ids, got shape {ids.shape}")
+    max_length = check_int("max_length", max_length, min=1)
+    batch_size = check_int("batch_size", batch_size, min=1)
+    if layer is not None:
+        layer = check_int("layer", layer)
+    dtype = None if autocast_dtype is None else str(autocast_dtype).replace("torch.", "")
+    if encoder is None:
+        if model is None or dataset is None or collator is None:
+            raise DataDietError("model embeddings need the model, the tokenized dataset and its collator")
+        if len(dataset) != len(ids):
+            raise DataDietError(f"the dataset has {len(dataset)} rows but {len(ids)} ids were given")
+        base = getattr(model, "base_model", model)
+        layer = check_layer(layer, base)
+        dev = next(model.parameters()).device
+        key = {"source": "model", "model": model_name or type(model).__name__, "weights": weights_fingerprint(base),
+               "layer": layer, "max_length": max_length, "dtype": dtype, "device": dev.type,
+               "data": tokens_fingerprint(dataset)}
+    else:
+        if texts is None:
+            raise DataDietError(f"encoder {encoder!r} embeds texts; give the examples' texts")
+        if len(texts) != len(ids):
+            raise DataDietError(f"{len(texts)} texts but {len(ids)} ids were given")
+        dev = torch.device(device) if device is not None else (
+            next(loaded[0].parameters()).device if loaded is not None else torch.device("cpu"))
+        key = {"source": f"encoder:{encoder}", "layer": layer, "max_length": max_length, "device": dev.type,
+               "data": texts_fingerprint(ids, texts)}
+    if cache is not None:
+        got = cache.get(key, ids)
+        if got is not None:
+            spent = time.perf_counter() - t0
+            log.info("embeddings of %d examples from the cache (cost %.1f s when computed)", len(ids), got[1])
+            return Embeddings(vectors=got[0], ids=ids, cost_s=got[1], spent_s=spent, cached=True, key=key)
+    if encoder is None:
+        vec = model_embeddings(model, dataset, collator=collator, layer=layer, batch_size=batch_size,
+                               autocast_dtype=autocast_dtype, progress=progress)
+    else:
+        enc = loaded if loaded is not None else load_encoder(encoder, device=dev)
+        vec = encoder_embeddings(texts, loaded=enc, layer=layer, max_length=max_length, batch_size=batch_size,
+                                 progress=progress)
+    if not np.isfinite(vec).all():
+        raise DataDietError("the embeddings hold NaN or inf (a diverged model or an empty input?); "
+                            "check the model, or use embedding=minilm")
+    cost = time.perf_counter() - t0
+    if cache is not None:
+        cache.put(key, ids, vec, cost)
+    log.info("embedded %d examples (dim %d) in %.1f s", len(ids), vec.shape[1], cost)
+    return Embeddings(vectors=vec, ids=ids, cost_s=cost, spent_s=cost, cached=False, key=key)
+
+
+__all__ = ["Embeddings", "EmbeddingCache", "example_embeddings", "model_embeddings", "encoder_embeddings",
+           "load_encoder", "weights_fingerprint", "tokens_fingerprint", "texts_fingerprint", "check_layer"]

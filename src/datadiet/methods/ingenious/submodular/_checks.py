@@ -1,0 +1,62 @@
+"""Input checks shared by the submodular modules (errors are :class:`~datadiet.errors.ConfigError`)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from ....errors import ConfigError, missing_extra
+
+BACKENDS = ("auto", "faiss", "torch")
+
+
+def check_embeddings(name: str, x: Any) -> np.ndarray:
+    """A finite float32 matrix [n, d] with n >= 1 and d >= 1 (C-contiguous)."""
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # noqa: BLE001 - ragged lists and the like
+        raise ConfigError(f"{name} must be a 2-D array of numbers [n, d], got {type(x).__name__} ({e})") from None
+    if a.ndim != 2:
+        raise ConfigError(f"{name} must be a 2-D array [n, d] (one row per example), got shape {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ConfigError(f"{name} must have at least one row and one column, got shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise ConfigError(f"{name} must hold numbers, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        bad = int((~np.isfinite(a)).any(axis=1).sum())
+        raise ConfigError(f"{name} must be finite; {bad} row(s) hold NaN or inf (drop or re-embed those examples)")
+    return a
+
+
+def check_square_kernel(name: str, k: Any) -> np.ndarray:
+    """A finite float32 square matrix [n, n]."""
+    a = np.asarray(k)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
+        raise ConfigError(f"{name} must be a square 2-D similarity matrix [n, n], got shape {a.shape}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ConfigError(f"{name} must be finite; it holds NaN or inf")
+    return a
+
+
+def faiss_or_none(backend: str) -> Any:
+    """The faiss module if ``backend`` allows it and it is installed; ImportError if it was required."""
+    if backend == "torch":
+        return None
+    try:
+        return importlib.import_module("faiss")
+    except ImportError:
+        if backend == "faiss":
+            raise missing_extra("faiss-cpu", "scale") from None
+        return None
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
