@@ -290,7 +290,7 @@ def assert_same_state(a: Any, b: Any, where: str = "state") -> None:
 def numeric_params(method: str) -> list[str]:
     """The parameters of ``method`` that take a number (by their default or their annotation)."""
     out = []
-    for p in inspect.signature(METHODS[method].__init__).parameters.values():
+    for p in inspect.signature(METHODS[method]).parameters.values():
         if p.name == "self":
             continue
         numeric_default = isinstance(p.default, (int, float)) and not isinstance(p.default, bool)
@@ -357,7 +357,7 @@ def test_method_declares_its_name_mechanism_and_saving(name):
     assert cls.mechanism in MECHANISMS
     assert isinstance(cls.saves, str) and cls.saves
     assert callable(getattr(cls, "plan", None)) and callable(getattr(cls, "params", None))
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(cls)
     assert all(p.kind is p.KEYWORD_ONLY for n, p in sig.parameters.items() if n != "self"), \
         f"{name}: method parameters are keyword-only"
 

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DataDietError
-from .filter import OnlineFilter
+from .filter import OnlineFilter, make_generator
+from .params import Configurable, Param, int_at_least, optional
 from .selection import Selection
 
 
@@ -111,8 +112,11 @@ class Plan:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class Method:
-    """Base class. ``mechanism``: ``none`` | ``prune`` | ``skip_pre_forward`` | ``skip_post_forward`` |
+class Method(Configurable):
+    """Base class: parameters declared once as :class:`~datadiet.core.params.Param` fields (keyword-only,
+    validated at construction, recorded by ``params()``), and ``plan(ctx) -> Plan``.
+
+    ``mechanism``: ``none`` | ``prune`` | ``skip_pre_forward`` | ``skip_post_forward`` |
     ``skip_pre_and_post_forward`` (a pre-forward and a post-forward filter together)."""
 
     name: ClassVar[str] = "method"
@@ -122,9 +126,35 @@ class Method:
     def plan(self, ctx: PlanContext) -> Plan:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def params(self) -> dict[str, Any]:
-        """The resolved parameters (recorded in the run record)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+class FilterMethod(Method, OnlineFilter):
+    """A method that is one online filter: the class is both, its parameters declared once.
+
+    ``plan(ctx)`` returns a fresh copy of the filter, bound to the run (``seed=None`` becomes the run's
+    training seed); used by hand in a front end, :meth:`bind` does the same. Subclasses build their
+    state (generators, counters) in ``__post_init__`` and call :meth:`reseed` when the seed changes.
+    """
+
+    seed = Param(None, optional(int_at_least(0)), "RNG seed; None: the run's training seed")
+
+    def plan(self, ctx: PlanContext) -> Plan:
+        f = type(self)(**self.params())
+        f.bind(ctx)
+        return Plan(filters=[f])
+
+    def bind(self, ctx: Any) -> None:
+        if self.seed is None:
+            self.__dict__["seed"] = int(ctx.seed)
+            self.reseed()
+
+    @property
+    def run_seed(self) -> int:
+        """The seed the generator uses now (0 until a run binds ``seed=None``)."""
+        return 0 if self.seed is None else int(self.seed)
+
+    def reseed(self) -> None:
+        """Rebuild the filter's generator from :attr:`run_seed` (default: ``self._gen``)."""
+        self._gen = make_generator(self.run_seed)
 
 
 class Full(Method):
@@ -133,9 +163,6 @@ class Full(Method):
     name = "full"
     mechanism = "none"
     saves = "nothing (the reference every method is compared with)"
-
-    def __init__(self) -> None:
-        pass
 
     def plan(self, ctx: PlanContext) -> Plan:
         return Plan()

@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
-from .._validate import check_float, check_int
+from ..core.filter import BatchView, Decision
+from ..core.method import FilterMethod
+from ..core.params import Param, float_in, int_at_least, optional
 from ..errors import DataDietError
-from ..core.filter import BatchView, Decision, OnlineFilter, make_generator
 
 
 def planned_stream(ctx) -> int:
@@ -31,19 +32,22 @@ def planned_stream(ctx) -> int:
     return max(1, len(ctx.ids) * int(ctx.epochs))
 
 
-class InfoBatch(OnlineFilter):
+class InfoBatch(FilterMethod):
+    """Method and filter ``infobatch``: see the module docstring. Saves forward + backward of pruned examples."""
+
+    name = "infobatch"
+    mechanism = "skip_pre_forward"
+    saves = "forward + backward of pruned below-mean-loss examples (none in epoch 0)"
     stage = "pre_forward"
     reason = "infobatch"
 
-    def __init__(self, *, ratio: float = 0.5, delta: float = 0.125, planned_examples: int | None = None,
-                 seed: int = 0) -> None:
-        self.ratio = check_float("ratio", ratio, min=0.0, max=1.0, max_open=True)
-        self.delta = check_float("delta", delta, min=0.0, max=1.0)
-        # None: filled by bind() from the front end's planned example stream (epochs x training examples)
-        self.planned_examples = None if planned_examples is None else check_int("planned_examples", planned_examples,
-                                                                                 min=1)
-        self.seed = check_int("seed", seed, min=0)
-        self._gen = make_generator(self.seed)
+    ratio = Param(0.5, float_in(0.0, 1.0, max_open=True), "pruning probability of a below-mean example (paper r)")
+    delta = Param(0.125, float_in(0.0, 1.0), "final share of the example stream trained in full (paper annealing)")
+    planned_examples = Param(None, optional(int_at_least(1)),
+                             "examples the run will see; None: filled from the run (epochs x examples)")
+
+    def __post_init__(self) -> None:
+        self.reseed()
         self.scores: dict[int, float] = {}
         self.threshold: float | None = None
         self._seen = 0
@@ -51,8 +55,9 @@ class InfoBatch(OnlineFilter):
         self.thresholds: list[float | None] = []
 
     def bind(self, ctx) -> None:
+        super().bind(ctx)
         if self.planned_examples is None:
-            self.planned_examples = planned_stream(ctx)
+            self.__dict__["planned_examples"] = planned_stream(ctx)
 
     @property
     def annealing(self) -> bool:
@@ -98,25 +103,3 @@ class InfoBatch(OnlineFilter):
         self.threshold = state["threshold"]
         self._seen, self._pruned = int(state["seen"]), int(state["pruned"])
         self.thresholds = list(state["thresholds"])
-
-
-class InfoBatchMethod:
-    """Method ``infobatch``: see :class:`InfoBatch`. Saves forward + backward of pruned examples."""
-
-    name = "infobatch"
-    mechanism = "skip_pre_forward"
-    saves = "forward + backward of pruned below-mean-loss examples (none in epoch 0)"
-
-    def __init__(self, *, ratio: float = 0.5, delta: float = 0.125, seed: int | None = None) -> None:
-        self.ratio = check_float("ratio", ratio, min=0.0, max=1.0, max_open=True)
-        self.delta = check_float("delta", delta, min=0.0, max=1.0)
-        self.seed = None if seed is None else check_int("seed", seed, min=0)
-
-    def params(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "delta": self.delta, "seed": self.seed}
-
-    def plan(self, ctx):
-        from ..core.method import Plan
-
-        return Plan(filters=[InfoBatch(ratio=self.ratio, delta=self.delta, planned_examples=planned_stream(ctx),
-                                       seed=ctx.seed if self.seed is None else self.seed)])

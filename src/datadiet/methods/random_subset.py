@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import check_fraction, check_int
+from ..core.method import Method, Plan
+from ..core.params import Param, int_at_least, optional
 from ..core.selection import Selection
 
 
@@ -23,7 +25,7 @@ def random_subset(ids: np.ndarray, *, fraction: float, seed: int) -> Selection:
                      params={"fraction": fraction, "seed": seed})
 
 
-class RandomSubset:
+class RandomSubset(Method):
     """Method ``random_subset``: train on a seeded uniform ``fraction`` of the training set.
 
     Mechanism: prune (offline). Saves forward + backward of the examples left out. Default
@@ -34,15 +36,9 @@ class RandomSubset:
     mechanism = "prune"
     saves = "forward + backward of every example left out"
 
-    def __init__(self, *, fraction: float = 0.5, seed: int | None = None) -> None:
-        self.fraction = check_fraction("fraction", fraction)
-        self.seed = None if seed is None else check_int("seed", seed, min=0)
+    fraction = Param(0.5, check_fraction, "share of the training set kept")
+    seed = Param(None, optional(int_at_least(0)), "RNG seed; None: the run's training seed")
 
-    def params(self) -> dict:
-        return {"fraction": self.fraction, "seed": self.seed}
-
-    def plan(self, ctx):
-        from ..core.method import Plan
-
+    def plan(self, ctx) -> Plan:
         sel = random_subset(ctx.ids, fraction=self.fraction, seed=ctx.seed if self.seed is None else self.seed)
         return Plan(selection=sel)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..core.params import Configurable
 from ..errors import ConfigError, suggest, unknown_name
 from .igf.method import IGF
 from ..core.method import Full
 from .data_diet.dynamic import DataDietDynamicMethod
-from .infobatch import InfoBatchMethod
+from .infobatch import InfoBatch
 from .multistage.loss_threshold import LossThresholdMethod
 from .multistage.method import MultistageMethod
-from .random_skip import RandomSkipMethod
-from .selective_backprop import SelectiveBackpropMethod
+from .random_skip import RandomSkip
+from .selective_backprop import SelectiveBackprop
 from .data_diet.method import DataDiet
 from .ingenious.method import Ingenious
 from .random_subset import RandomSubset
@@ -21,9 +22,9 @@ from .random_subset import RandomSubset
 METHODS: dict[str, type] = {
     "full": Full,
     "random_subset": RandomSubset,
-    "random_skip": RandomSkipMethod,
-    "selective_backprop": SelectiveBackpropMethod,
-    "infobatch": InfoBatchMethod,
+    "random_skip": RandomSkip,
+    "selective_backprop": SelectiveBackprop,
+    "infobatch": InfoBatch,
     "loss_threshold": LossThresholdMethod,
     "multistage": MultistageMethod,
     "data_diet": DataDiet,
@@ -33,14 +34,22 @@ METHODS: dict[str, type] = {
 }
 
 
+def param_defaults(cls: type) -> dict[str, Any]:
+    """A method class's parameters and defaults: its declared ``Param`` fields (or, for a class not yet
+    declared that way, its keyword-only constructor)."""
+    if cls.__init__ is Configurable.__init__:
+        return cls.param_specs()
+    sig = inspect.signature(cls.__init__)
+    return {p.name: p.default for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY}
+
+
 def build_method(name: str, params: dict[str, Any] | None = None):
     """Instantiate method ``name`` with ``params``; unknown names and parameters get clear errors."""
     if name not in METHODS:
         raise unknown_name("method", name, METHODS)
     cls = METHODS[name]
     params = dict(params or {})
-    sig = inspect.signature(cls.__init__)
-    allowed = [p for p in sig.parameters if p != "self"]
+    allowed = list(param_defaults(cls))
     for k in params:
         if k not in allowed:
             raise ConfigError(
@@ -53,9 +62,6 @@ def build_method(name: str, params: dict[str, Any] | None = None):
 def describe_methods() -> list[dict[str, str]]:
     out = []
     for name, cls in METHODS.items():
-        sig = inspect.signature(cls.__init__)
-        params = ", ".join(
-            f"{p.name}={p.default!r}" for p in sig.parameters.values() if p.name != "self"
-        )
+        params = ", ".join(f"{k}={v!r}" for k, v in param_defaults(cls).items())
         out.append({"name": name, "mechanism": cls.mechanism, "saves": cls.saves, "params": params})
     return out

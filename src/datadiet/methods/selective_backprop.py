@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from .._validate import check_float, check_int
-from ..core.filter import BatchView, Decision, OnlineFilter, make_generator
+from ..core.filter import BatchView, Decision
+from ..core.method import FilterMethod
+from ..core.params import Param, float_in, int_at_least
 
 
 def cdf_keep_probability(losses: torch.Tensor, history: torch.Tensor, *, beta: float, p_min: float) -> torch.Tensor:
@@ -38,18 +39,22 @@ def cdf_keep_probability(losses: torch.Tensor, history: torch.Tensor, *, beta: f
     return torch.clamp(cdf.pow(beta), min=p_min, max=1.0)
 
 
-class SelectiveBackprop(OnlineFilter):
+class SelectiveBackprop(FilterMethod):
+    """Method and filter ``selective_backprop``. Saves backward passes only (see the module docstring)."""
+
+    name = "selective_backprop"
+    mechanism = "skip_post_forward"
+    saves = "backward of every unselected example (costs one extra no-grad forward per example)"
     stage = "post_forward"
     reason = "selective_backprop"
 
-    def __init__(self, *, beta: float = 1.0, history: int = 1024, p_min: float = 0.0, warmup: int = 128,
-                 seed: int = 0) -> None:
-        self.beta = check_float("beta", beta, min=0.0, min_open=True)
-        self.history = check_int("history", history, min=1)
-        self.p_min = check_float("p_min", p_min, min=0.0, max=1.0)
-        self.warmup = check_int("warmup", warmup, min=0)
-        self.seed = check_int("seed", seed, min=0)
-        self._gen = make_generator(self.seed)
+    beta = Param(1.0, float_in(0.0, min_open=True), "selectivity: keep probability CDF(loss) ** beta (paper: 1)")
+    history = Param(1024, int_at_least(1), "losses kept for the empirical CDF (paper: 1024)")
+    p_min = Param(0.0, float_in(0.0, 1.0), "floor on the keep probability (ours: 0, no floor)")
+    warmup = Param(128, int_at_least(0), "keep everything until the history holds this many losses (ours)")
+
+    def __post_init__(self) -> None:
+        self.reseed()
         self._hist = torch.empty(0)
         self._kept = 0
         self._seen = 0
@@ -79,27 +84,3 @@ class SelectiveBackprop(OnlineFilter):
         self._gen.set_state(state["rng"])
         self._hist = state["hist"].clone()
         self._kept, self._seen = int(state["kept"]), int(state["seen"])
-
-
-class SelectiveBackpropMethod:
-    """Method ``selective_backprop``: see :class:`SelectiveBackprop`. Saves backward passes only."""
-
-    name = "selective_backprop"
-    mechanism = "skip_post_forward"
-    saves = "backward of every unselected example (costs one extra no-grad forward per example)"
-
-    def __init__(self, *, beta: float = 1.0, history: int = 1024, p_min: float = 0.0, warmup: int = 128,
-                 seed: int | None = None) -> None:
-        SelectiveBackprop(beta=beta, history=history, p_min=p_min, warmup=warmup)  # validate early
-        self.beta, self.history, self.p_min, self.warmup = beta, history, p_min, warmup
-        self.seed = None if seed is None else check_int("seed", seed, min=0)
-
-    def params(self) -> dict[str, Any]:
-        return {"beta": self.beta, "history": self.history, "p_min": self.p_min, "warmup": self.warmup, "seed": self.seed}
-
-    def plan(self, ctx):
-        from ..core.method import Plan
-
-        seed = ctx.seed if self.seed is None else self.seed
-        return Plan(filters=[SelectiveBackprop(beta=self.beta, history=self.history, p_min=self.p_min,
-                                               warmup=self.warmup, seed=seed)])
