@@ -194,6 +194,43 @@ def test_a_scoring_run_is_the_start_of_an_ordinary_run():
     assert steps_for_epochs(0.5, n=40, batch_size=16) == 2 and steps_for_epochs(0, n=40, batch_size=16) == 0
 
 
+def test_stop_after_steps_is_the_first_steps_of_the_run():
+    """fit(stop_after_steps=k): the run's own first k steps (data order, LR, the partial batch at an
+    epoch's end), unlike max_steps (LR horizon k, kept rows carried over); train_steps is exactly it."""
+    ds, col = planted(40)  # batch 16: steps of 16, 16, 8 rows per epoch
+
+    def go(record=True, **kw):
+        m = tiny(0)
+        eng = StepEngine(task="classification", batch_size=16)
+        opt = RecordingAdamW(m.parameters(), eng, lr=1e-3, weight_decay=0.01) if record else None
+        res = fit(m, ds, engine=eng, collator=col, epochs=3, optimizer=opt, lr=1e-3, weight_decay=0.01,
+                  schedule="linear", warmup=0.1, seed=7, **kw)
+        return m, eng, opt, res
+
+    _, full_eng, full_opt, full = go()
+    assert full_eng.counts.optimizer_steps == 9
+    for k in (1, 3, 5, 9):
+        m, eng, opt, res = go(stop_after_steps=k)
+        assert eng.counts.optimizer_steps == k and res.losses == full.losses[:k] and opt.trace == full_opt.trace[:k]
+        assert eng.counts.examples_backpropagated == [16, 32, 40][(k - 1) % 3] + 40 * ((k - 1) // 3)
+        st = TrainSettings(batch_size=16, lr=1e-3, weight_decay=0.01, epochs=3, schedule="linear", warmup=0.1)
+        ref, m = tiny(0), go(record=False, stop_after_steps=k)[0]  # fit's own optimizer, as train_steps uses
+        assert train_steps(ref, ds, collator=col, steps=k, settings=st, seed=7) == eng.counts.examples_backpropagated
+        for (n, pa), pb in zip(ref.named_parameters(), m.parameters()):
+            assert torch.equal(pa, pb), (k, n)
+    # past the run's end: more passes, the horizon stretched to the steps taken (LR reaches 0 at the end)
+    _, eng, opt, res = go(stop_after_steps=11)
+    assert eng.counts.optimizer_steps == 11 and eng.counts.examples_backpropagated == 3 * 40 + 2 * 16
+    assert opt.trace[:9] != full_opt.trace and opt.trace[-1][1] == pytest.approx(
+        1e-3 * linear_warmup_decay(opt.trace[-1][0] / (3 * 40 + 2 * 16), warmup=0.1, kind="linear"))
+    # max_steps is another thing: 8 steps, horizon 8, the short batch of each epoch carried over
+    _, eng, _, _ = go(max_steps=8)
+    assert eng.counts.optimizer_steps == 8 and eng.counts.examples_backpropagated == 8 * 16
+    with pytest.raises(ValueError, match="not both"):
+        go(max_steps=2, stop_after_steps=2)
+    assert train_steps(tiny(0), ds, collator=col, steps=0, settings=SETTINGS, seed=0) == 0
+
+
 def test_planted_truth_el2n_ranks_flipped_labels_high():
     n = 64
     flipped = np.random.default_rng(1).choice(n, 6, replace=False)
@@ -508,6 +545,37 @@ def test_training_on_a_selection_file_and_mismatched_ids(tmp_path):
     other.save(tmp_path / "other.json")
     with pytest.raises(DataDietError, match="not in this training set.*datadiet select"):
         run(_cfg(f"data.selection={tmp_path / 'other.json'}", "run_name=bad"))
+
+
+def test_a_selection_file_gives_a_subset_of_the_same_type_with_everything_aligned(tmp_path):
+    from datadiet.data.collate import LMContexts, TokenizedSplit
+    from datadiet.methods.igf.method import _pool_arrays
+    from datadiet.runner import add_label_noise, apply_selection_file
+
+    ds, _col = planted(20)
+    flipped = add_label_noise(ds, fraction=0.5, num_classes=2, seed=0)
+    pos = np.array([1, 4, 5, 9, 13, 18])
+    Selection(method="x", indices=pos[::-1].copy(), ids=ds.ids[pos[::-1]], n_total=20).save(tmp_path / "s.json")
+    sub, info = apply_selection_file(ds, tmp_path / "s.json")
+    assert isinstance(sub, TokenizedSplit) and len(sub) == 6 and info["n_selected"] == 6
+    np.testing.assert_array_equal(sub.ids, ds.ids[pos])  # in split order, whatever the file's order
+    np.testing.assert_array_equal(sub.labels, ds.labels[pos])
+    assert [sub[i] for i in range(6)] == [ds[int(p)] for p in pos]
+    np.testing.assert_array_equal(sub.flipped_ids, [i for i in ds.ids[pos] if i in set(flipped.tolist())])
+    sub.features[0]["labels"] = 1 - sub.features[0]["labels"]  # its rows are its own
+    assert ds[int(pos[0])]["labels"] == int(ds.labels[pos[0]])
+    assert not hasattr(sub.subset([0]), "base")
+
+    lm = LMContexts(np.arange(40).reshape(8, 5), np.arange(100, 108), np.array([0, 0, 1, 1, 2, 2, 3, 3]))
+    Selection(method="x", indices=np.array([2, 6]), ids=np.array([102, 106]), n_total=8).save(tmp_path / "l.json")
+    sub, _ = apply_selection_file(lm, tmp_path / "l.json")
+    assert isinstance(sub, LMContexts) and sub.labels is None
+    np.testing.assert_array_equal(sub.doc_ids, [1, 3])
+    assert [sub[i] for i in range(2)] == [lm[2], lm[6]]
+    toks, ids, docs = _pool_arrays(sub)  # igf reads a subset like any pool
+    np.testing.assert_array_equal(toks, lm.input_ids[[2, 6]])
+    np.testing.assert_array_equal(ids, [102, 106])
+    np.testing.assert_array_equal(docs, [1, 3])
 
 
 # ------------------------------------------------------------------------------------------- CLI

@@ -81,6 +81,8 @@ def fit(
     eval_every: int | None = None,
     progress: bool = False,
     max_steps: int | None = None,
+    stop_after_steps: int | None = None,
+    progress_desc: str = "train",
 ) -> FitResult:
     """Train ``model`` on ``dataset`` (or on ``positions`` of it) through ``engine``.
 
@@ -97,13 +99,31 @@ def fit(
     making a short batch, and those left when the last step is taken are counted as skipped with
     reason ``max_steps``. A pass with no optimizer step at all is an error (the filters skip
     everything), so the loop cannot spin forever.
+
+    ``stop_after_steps``: train the first that many optimizer steps of the run ``epochs`` describes
+    (its data order, its LR at every step, a partial batch at each epoch's end as usual), then stop;
+    a data-diet scoring run or INGENIOUS's warm-start. Unlike ``max_steps`` the LR schedule's horizon
+    stays the configured run (by ``schedule_by``), so with ``stop_after_steps`` equal to the run's
+    steps this is exactly the run. Steps beyond the run's end go on with more passes, and the
+    horizon is then those steps (the examples they take when nothing is skipped). Kept examples
+    buffered when the last step is taken are counted as skipped with reason ``stop_after_steps``.
     """
+    if max_steps is not None and stop_after_steps is not None:
+        raise ValueError("give max_steps or stop_after_steps, not both")
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     if len(pos) == 0:
         raise ValueError("nothing to train on: the training set (or selected subset) is empty")
     bs = engine.batch_size
+    per_epoch = math.ceil(len(pos) / bs)
     planned_examples = epochs * len(pos)
-    planned_steps = epochs * math.ceil(len(pos) / bs) if max_steps is None else int(max_steps)
+    planned_steps = epochs * per_epoch if max_steps is None else int(max_steps)
+    stop = None if max_steps is None and stop_after_steps is None else int(
+        max_steps if max_steps is not None else stop_after_steps)  # the step count that ends training
+    if stop_after_steps is not None:
+        # the configured run's horizon, or the stopped run's own if it goes further
+        examples_at_stop = (stop // per_epoch) * len(pos) + min((stop % per_epoch) * bs, len(pos))
+        planned_examples = max(planned_examples, examples_at_stop)
+        planned_steps = max(planned_steps, stop)
     opt = optimizer or make_optimizer(model, lr=lr, weight_decay=weight_decay, fused=fused_adamw)
     base_lrs = [g["lr"] for g in opt.param_groups]
 
@@ -122,14 +142,14 @@ def fit(
         from tqdm.auto import tqdm
 
         # disable=None: no bar when stderr is not a terminal (logs stay readable).
-        total, unit = (planned_examples, "ex") if max_steps is None else (planned_steps, "step")
-        bar = tqdm(total=total, unit=unit, desc="train", leave=False, dynamic_ncols=True, disable=None)
+        total, unit = (planned_examples, "ex") if stop is None else (stop, "step")
+        bar = tqdm(total=total, unit=unit, desc=progress_desc, leave=False, dynamic_ncols=True, disable=None)
     model.train()
     next_eval = eval_every
     t_start = time.perf_counter()
     epoch = engine.epoch
-    done = max_steps is not None and engine.counts.optimizer_steps >= max_steps
-    while not done and (max_steps is not None or epoch < epochs):
+    done = stop is not None and engine.counts.optimizer_steps >= stop
+    while not done and (stop is not None or epoch < epochs):
         engine.start_epoch(epoch)
         order = epoch_order(pos, seed=seed, epoch=epoch, shuffle=shuffle)
         t_epoch = time.perf_counter()
@@ -142,9 +162,9 @@ def fit(
                 ep_losses.append(r.loss)
                 res.losses.append(r.loss)
             if bar is not None:
-                bar.update(int(batch["input_ids"].shape[0]) if max_steps is None else r.optimizer_steps)
+                bar.update(int(batch["input_ids"].shape[0]) if stop is None else r.optimizer_steps)
                 bar.set_postfix(steps=engine.counts.optimizer_steps, bp=engine.counts.examples_backpropagated)
-            done = max_steps is not None and engine.counts.optimizer_steps >= max_steps
+            done = stop is not None and engine.counts.optimizer_steps >= stop
             if evaluate is not None and next_eval is not None and engine.counts.optimizer_steps >= next_eval:
                 t0 = time.perf_counter()
                 m = evaluate()
@@ -159,13 +179,16 @@ def fit(
                 next_eval += eval_every
             if done:
                 break
-        if max_steps is None:
+        if max_steps is None and not done:
             r = engine.end_epoch(model, opt, max_grad_norm=max_grad_norm, before_optimizer_step=set_lr)
             if r.loss is not None:
                 ep_losses.append(r.loss)
                 res.losses.append(r.loss)
+            if bar is not None and stop is not None:
+                bar.update(r.optimizer_steps)
+            done = stop is not None and engine.counts.optimizer_steps >= stop
         elif done:
-            engine.drop_buffer("max_steps")
+            engine.drop_buffer("max_steps" if max_steps is not None else "stop_after_steps")
         after = engine.counts.as_dict()
         res.epochs.append({
             "epoch": epoch,
@@ -174,9 +197,10 @@ def fit(
             **{k: after[k] - before[k] for k in ("examples_seen", "examples_forwarded", "examples_backpropagated", "optimizer_steps")},
         })
         log.info("epoch %d: %s", epoch, res.epochs[-1])
-        if max_steps is not None and not done and res.epochs[-1]["optimizer_steps"] == 0:
+        if stop is not None and not done and res.epochs[-1]["optimizer_steps"] == 0:
+            what = f"train.max_steps={max_steps}" if max_steps is not None else f"stop_after_steps={stop}"
             raise DataDietError(
-                f"train.max_steps={max_steps}: a whole pass over the {len(pos)} training examples gave no optimizer "
+                f"{what}: a whole pass over the {len(pos)} training examples gave no optimizer "
                 f"step (after {engine.counts.optimizer_steps} steps); the method's filters skip (nearly) everything. "
                 "Loosen the method's threshold, or train by epochs instead")
         epoch += 1

@@ -71,8 +71,9 @@ def tokenize_data(cfg: RunConfig, ds, loaded_model):
 def apply_selection_file(train, path: str | Path):
     """Restrict a tokenized training split to the examples of a selection file (matched by stable id).
 
-    Returns ``(subset, info)``. Every id in the file must be in ``train``; otherwise the file was
-    made for other data and the error says how to recreate it.
+    Returns ``(subset, info)``: ``subset`` is ``train.subset(positions)``, the same dataset type with
+    its ``ids`` / ``labels`` (``doc_ids``, ``flipped_ids``) aligned. Every id in the file must be in
+    ``train``; otherwise the file was made for other data and the error says how to recreate it.
     """
     from .core.selection import Selection
 
@@ -91,24 +92,7 @@ def apply_selection_file(train, path: str | Path):
     pos = np.sort(np.asarray([where[int(i)] for i in sel.ids], dtype=np.int64))
     info = {"path": str(path), "method": sel.method, "params": sel.params, "n_selected": len(sel),
             "n_total": int(sel.n_total)}
-    return _Subset(train, pos), info
-
-
-class _Subset(torch.utils.data.Dataset):
-    """The rows of a tokenized split at ``positions`` (keeps ``ids`` / ``labels`` aligned)."""
-
-    def __init__(self, base, positions: np.ndarray) -> None:
-        self.base = base
-        self.positions = np.asarray(positions, dtype=np.int64)
-        self.ids = np.asarray(base.ids)[self.positions]
-        labels = getattr(base, "labels", None)
-        self.labels = None if labels is None else np.asarray(labels)[self.positions]
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, i: int):
-        return self.base[int(self.positions[i])]
+    return train.subset(pos), info
 
 
 def add_label_noise(train, *, fraction: float, num_classes: int | None, seed: int) -> np.ndarray:
@@ -202,9 +186,7 @@ def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = 
         if sel_info is not None:
             record.update(selection_file=sel_info)
         if cfg.data.label_noise:
-            flipped = getattr(train, "flipped_ids", None)
-            if flipped is None:  # a selection file restricted the noisy split
-                flipped = getattr(getattr(train, "base", None), "flipped_ids", np.zeros(0, dtype=np.int64))
+            flipped = getattr(train, "flipped_ids", np.zeros(0, dtype=np.int64))  # a subset: the flips it holds
             record.update(label_noise={"fraction": cfg.data.label_noise, "seed": cfg.data.split_seed,
                                        "flipped_ids": [int(i) for i in flipped]})
 

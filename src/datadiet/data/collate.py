@@ -39,6 +39,19 @@ class TokenizedSplit(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.features[i]
 
+    def subset(self, positions: Sequence[int]) -> TokenizedSplit:
+        """The rows at ``positions`` (in that order) as a split of their own: ``ids``, ``labels`` and
+        (after label noise) ``flipped_ids``, the flipped ids among these rows, stay aligned."""
+        p = np.asarray(positions, dtype=np.int64).reshape(-1)
+        sub = TokenizedSplit.__new__(TokenizedSplit)
+        sub.features = [dict(self.features[i]) for i in p.tolist()]  # own dicts: label noise stays local
+        sub.ids = self.ids[p]
+        sub.labels = self.labels[p]
+        flipped = getattr(self, "flipped_ids", None)
+        if flipped is not None:
+            sub.flipped_ids = sub.ids[np.isin(sub.ids, flipped)]
+        return sub
+
 
 class LMContexts(torch.utils.data.Dataset):
     """Fixed-length token contexts cut from documents; ``doc_ids`` keep where each came from."""
@@ -56,7 +69,8 @@ class LMContexts(torch.utils.data.Dataset):
         return {"input_ids": self.input_ids[i].tolist(), ID_KEY: int(self.ids[i]), "doc_id": int(self.doc_ids[i])}
 
     def subset(self, positions: Sequence[int]) -> LMContexts:
-        p = np.asarray(positions, dtype=np.int64)
+        """The contexts at ``positions`` (in that order), ``ids`` and ``doc_ids`` aligned."""
+        p = np.asarray(positions, dtype=np.int64).reshape(-1)
         return LMContexts(self.input_ids[p], self.ids[p], self.doc_ids[p])
 
 

@@ -5,10 +5,10 @@ after at least one epoch of fine-tuning, so each of the S independent runs (its 
 initialisation and data order) trains for ``steps`` optimizer steps and then scores the whole
 training set (:mod:`datadiet.methods.data_diet.scores`). The mean over the runs is the score.
 
-A scoring run is *the first ``steps`` steps of the run the training settings describe*: same
-optimizer (AdamW, no decay on biases and norms), the same data order as :func:`datadiet.loop.fit`
-for its seed, and the same LR schedule, whose horizon is ``settings.epochs`` epochs (or ``steps``
-if that is longer). So with ``steps`` equal to a full run's steps it is exactly that run (tested).
+A scoring run is *the first ``steps`` steps of the run the training settings describe*: it is
+:func:`datadiet.loop.fit` with ``stop_after_steps=steps`` (same optimizer, data order for its seed
+and LR schedule, whose horizon is ``settings.epochs`` epochs, or ``steps`` if that is longer). So
+with ``steps`` equal to a full run's steps it is exactly that run (tested).
 
 Cost: each run costs ``steps * batch_size`` training examples (3 units each) plus one scoring
 forward per example (1 unit; a per-example backward too for full GraNd). The wall-clock of every
@@ -103,67 +103,26 @@ def train_steps(
     seed: int,
     progress: bool = False,
 ) -> int:
-    """Train ``model`` for ``steps`` optimizer steps as :func:`datadiet.loop.fit` would (same data
-    order, optimizer and schedule for ``seed``); return the number of examples trained on."""
+    """Train ``model`` for the first ``steps`` optimizer steps of the run ``settings`` describe
+    (:func:`datadiet.loop.fit` with ``stop_after_steps``: its data order for ``seed``, optimizer and
+    LR schedule over ``settings.epochs`` epochs); return the number of examples trained on."""
     from ...core.engine import StepEngine
-    from ...functional.schedule import linear_warmup_decay
-    from ...loop import epoch_order, make_optimizer
+    from ...loop import fit
 
     steps = check_int("steps", steps, min=0)
     if steps == 0:
         return 0
-    n = len(dataset)
     s = settings
-    per_epoch = math.ceil(n / s.batch_size)
-    # The schedule's horizon: the configured run, or the scoring run itself if that is longer.
-    examples_at_stop = (steps // per_epoch) * n + min((steps % per_epoch) * s.batch_size, n)
-    planned_examples = max(s.epochs * n, examples_at_stop)
-    planned_steps = max(s.epochs * per_epoch, steps)
     engine = StepEngine(task=s.task, batch_size=s.batch_size, pad_token_id=s.pad_token_id,
                         autocast_dtype=s.autocast_dtype)
-    opt = make_optimizer(model, lr=s.lr, weight_decay=s.weight_decay, fused=s.fused_adamw)
-    base = [g["lr"] for g in opt.param_groups]
-    clip = s.max_grad_norm if s.max_grad_norm > 0 else None
-
-    def set_lr() -> None:
-        prog = (engine.counts.examples_seen / planned_examples if s.schedule_by == "examples"
-                else engine.counts.optimizer_steps / planned_steps)
-        mult = linear_warmup_decay(prog, warmup=s.warmup, kind=s.schedule)
-        for g, b in zip(opt.param_groups, base):
-            g["lr"] = b * mult
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, unit="step", desc=f"scoring run (seed {seed})", leave=False, dynamic_ncols=True,
-                   disable=None)
     was = model.training
-    model.train()
-    pos = np.arange(n)
     try:
-        epoch = 0
-        done = lambda: engine.counts.optimizer_steps >= steps  # noqa: E731
-        while not done():
-            engine.start_epoch(epoch)
-            order = epoch_order(pos, seed=seed, epoch=epoch)
-            for start in range(0, n, s.batch_size):
-                batch = collator([dataset[i] for i in order[start : start + s.batch_size]])
-                r = engine.step(model, opt, batch, max_grad_norm=clip, before_optimizer_step=set_lr)
-                if bar is not None:
-                    bar.update(r.optimizer_steps)
-                if done():
-                    break
-            if done():
-                break
-            r = engine.end_epoch(model, opt, max_grad_norm=clip, before_optimizer_step=set_lr)  # the partial batch
-            if bar is not None:
-                bar.update(r.optimizer_steps)
-            epoch += 1
+        fit(model, dataset, engine=engine, collator=collator, epochs=s.epochs, lr=s.lr, weight_decay=s.weight_decay,
+            warmup=s.warmup, schedule=s.schedule, schedule_by=s.schedule_by,
+            max_grad_norm=s.max_grad_norm if s.max_grad_norm > 0 else None, fused_adamw=s.fused_adamw, seed=seed,
+            stop_after_steps=steps, progress=progress, progress_desc=f"scoring run (seed {seed})")
     finally:
         model.train(was)
-        if bar is not None:
-            bar.close()
     return engine.counts.examples_backpropagated
 
 
