@@ -223,7 +223,7 @@ def evaluate_model(
     max_examples: int | None = None,
 ) -> dict[str, float]:
     """Accuracy and macro-F1 (classification) or perplexity (causal LM) on ``dataset``."""
-    from .core.engine import _NOT_MODEL_INPUTS
+    from .core.filter import NOT_MODEL_INPUTS
     from .functional.precision import autocast
     from .functional.losses import per_example_lm_loss
 
@@ -235,7 +235,7 @@ def evaluate_model(
     device = next(model.parameters()).device
     for start in range(0, n, batch_size):
         batch = collator([dataset[i] for i in range(start, min(n, start + batch_size))])
-        inputs = {k: v.to(device) for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
         with autocast(autocast_dtype, device.type):
             logits = model(**inputs).logits
         if task == "classification":

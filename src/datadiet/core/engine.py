@@ -43,12 +43,9 @@ from .._validate import check_choice, check_int
 from ..errors import DataDietError
 from ..functional.precision import autocast
 from ..functional.losses import lm_token_count, lm_token_terms, per_example_ce
-from .filter import BatchView, OnlineFilter
+from .filter import ID_KEY, NOT_MODEL_INPUTS, WEIGHT_KEY, BatchView, OnlineFilter
 
 Task = Literal["classification", "causal_lm"]
-ID_KEY = "example_id"
-WEIGHT_KEY = "_weight"
-_NOT_MODEL_INPUTS = {ID_KEY, WEIGHT_KEY, "labels", "doc_id"}
 
 
 @dataclass
@@ -136,7 +133,7 @@ class StepEngine:
     # ------------------------------------------------------------------ forward
     def model_inputs(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
         """The model's keyword inputs of ``batch`` on ``device`` (no ids, weights, labels or document ids)."""
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
 
     def loss_terms(self, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per example: ``(loss sum, items)`` from a model's outputs, [B] each.

@@ -27,6 +27,13 @@ import torch
 
 Stage = Literal["pre_forward", "post_forward"]
 
+#: the batch column holding each example's stable integer id (the one spelling of it in the library).
+ID_KEY = "example_id"
+#: the batch column of per-example loss weights the engine adds when a filter sets weights.
+WEIGHT_KEY = "_weight"
+#: batch columns that are never model inputs (ids, weights, labels, causal-LM document ids).
+NOT_MODEL_INPUTS = frozenset({ID_KEY, WEIGHT_KEY, "labels", "doc_id"})
+
 
 @dataclass(frozen=True)
 class BatchView:

@@ -124,3 +124,13 @@ def boolean(name: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"{name} must be true or false, got {v!r}")
     return v
+
+
+def as_given(check: Check) -> Check:
+    """What ``check`` accepts, kept as given (not converted): for a value that ``__post_init__`` resolves
+    once the other parameters are known (e.g. a cross-parameter message that quotes the value as given)."""
+    def f(name: str, v: Any) -> Any:
+        check(name, v)
+        return v
+
+    return f

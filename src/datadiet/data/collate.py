@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.engine import ID_KEY
+from ..core.filter import ID_KEY
 from .types import TextSplit
 
 CTX_STRIDE = 1 << 20  # context id = document row id * CTX_STRIDE + chunk index

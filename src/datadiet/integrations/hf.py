@@ -84,7 +84,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.engine import ID_KEY, StepEngine
+from ..core.engine import StepEngine
+from ..core.filter import ID_KEY, NOT_MODEL_INPUTS
 from ..errors import ConfigError, DataDietError, missing_extra
 from ..core.method import PlanContext
 from ..core.filter import OnlineFilter
@@ -562,7 +563,7 @@ class DataDietMixin:
             return super().compute_loss(model, self._dd_strip_ids(inputs), return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         batch = dict(inputs)
-        model_inputs = {k: v for k, v in batch.items() if k not in (ID_KEY, "_weight", "doc_id")}
+        model_inputs = {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS or k == "labels"}
         # The outputs of the parent's own grad forward, caught by a hook: asking the parent for them with
         # return_outputs=True would make TRL's SFTTrainer run a second, no-grad forward for full logits.
         captured: list[Any] = []

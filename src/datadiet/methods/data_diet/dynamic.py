@@ -40,6 +40,8 @@ from ..._validate import check_choice, check_float, check_int
 from ...errors import ConfigError, DataDietError
 from .method import check_selector, select_positions, subset_sizes
 from ...core.filter import BatchView, Decision, OnlineFilter
+from ...core.method import Method
+from ...core.params import Param, boolean, float_in, int_at_least, one_of
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ class DataDietDynamic(OnlineFilter):
         self._seen, self._pruned = int(state["seen"]), int(state["pruned"])
 
 
-class DataDietDynamicMethod:
+class DataDietDynamicMethod(Method):
     """Method ``data_diet_dynamic``: see :class:`DataDietDynamic`.
 
     Mechanism: skip before forward. Saves forward + backward of pruned examples from
@@ -175,16 +177,16 @@ class DataDietDynamicMethod:
     mechanism = "skip_pre_forward"
     saves = "forward + backward of pruned examples in every epoch from start_epoch on (costs 1 EL2N forward per example per re-scoring)"
 
-    def __init__(self, *, keep: float = 0.5, every: int = 1, start_epoch: int = 1, mode: str = "top",
-                 offset: float = 0.0, stratified: bool = False) -> None:
-        self.mode, self.keep, self.offset, self.stratified = check_selector(
-            mode=mode, keep=keep, offset=offset, stratified=stratified, modes=DYNAMIC_MODES)
-        self.every = check_int("every", every, min=1)
-        self.start_epoch = check_int("start_epoch", start_epoch, min=0)
+    keep = Param(0.5, float_in(0.0, 1.0, min_open=True), "share kept at each re-scoring (paper: 50%)")
+    every = Param(1, int_at_least(1), "re-score every this many epochs")
+    start_epoch = Param(1, int_at_least(0), "first pruned epoch, counting from 0 (one initial epoch on the full set)")
+    mode = Param("top", one_of(*DYNAMIC_MODES), "'top' (hardest), 'bottom' (easiest) or 'offset'")
+    offset = Param(0.0, float_in(0.0, 1.0, max_open=True), "mode='offset': share of the hardest examples dropped")
+    stratified = Param(False, boolean, "keep the class proportions of the full set")
 
-    def params(self) -> dict[str, Any]:
-        return {"keep": self.keep, "every": self.every, "start_epoch": self.start_epoch, "mode": self.mode,
-                "offset": self.offset, "stratified": self.stratified}
+    def __post_init__(self) -> None:
+        self.__dict__.update(zip(("mode", "keep", "offset", "stratified"), check_selector(
+            mode=self.mode, keep=self.keep, offset=self.offset, stratified=self.stratified, modes=DYNAMIC_MODES)))
 
     def plan(self, ctx):
         from ...core.method import Plan

@@ -38,6 +38,8 @@ from ..._validate import check_choice, check_float, check_int
 from ...errors import ConfigError, DataDietError
 from ..random_subset import random_subset
 from .scores import SCORES
+from ...core.method import Method
+from ...core.params import Param, as_given, boolean, float_in, int_at_least, one_of, optional
 from ...core.selection import Selection
 
 log = logging.getLogger(__name__)
@@ -196,7 +198,7 @@ def select_by_scores(
 
 
 # ----------------------------------------------------------------------------------- the method
-class DataDiet:
+class DataDiet(Method):
     """Method ``data_diet``: score with S short fine-tuning runs, then keep a subset by score.
 
     Mechanism: prune (offline). Saves forward + backward of every pruned example; costs
@@ -228,41 +230,31 @@ class DataDiet:
     mechanism = "prune"
     saves = "forward + backward of every pruned example (after S scoring runs of >= 1 epoch each)"
 
-    def __init__(
-        self,
-        *,
-        score: str = "el2n",
-        mode: str = "top",
-        keep: float = 0.7,
-        offset: float = 0.0,
-        stratified: bool = False,
-        score_seeds: int = 5,
-        score_epochs: float | None = None,
-        score_steps: int | None = None,
-        seed: int | None = None,
-        cache: bool = True,
-        grand_chunk_size: int = 8,
-    ) -> None:
-        self.score = check_choice("score", score, SCORES)
-        self.mode, self.keep, self.offset, self.stratified = check_selector(
-            mode=mode, keep=keep, offset=offset, stratified=stratified)
-        self.score_seeds = check_int("score_seeds", score_seeds, min=1)
-        if score_epochs is not None and score_steps is not None:
-            raise ConfigError(f"give score_epochs or score_steps, not both (got score_epochs={score_epochs}, "
-                              f"score_steps={score_steps})")
-        self.score_epochs = None if score_epochs is None else check_float("score_epochs", score_epochs, min=0.0)
-        self.score_steps = None if score_steps is None else check_int("score_steps", score_steps, min=0)
-        if self.score_epochs is None and self.score_steps is None:
-            self.score_epochs = 1.0
-        self.seed = None if seed is None else check_int("seed", seed, min=0)
-        if not isinstance(cache, bool):
-            raise ConfigError(f"cache must be true or false, got {cache!r}")
-        self.cache = cache
-        self.grand_chunk_size = check_int("grand_chunk_size", grand_chunk_size, min=1)
+    score = Param("el2n", one_of(*SCORES), "'el2n' (default, one forward), 'grand' (all parameters) or 'grand_head' "
+                  "(final Linear layer only)")
+    mode = Param("top", one_of(*MODES), "the selector: 'top' (hardest), 'bottom' (easiest), 'offset' or 'random'")
+    keep = Param(0.7, float_in(0.0, 1.0, min_open=True), "share of the training set kept (paper: k = 70%)")
+    offset = Param(0.0, float_in(0.0, 1.0, max_open=True), "mode='offset': share of the hardest examples dropped")
+    stratified = Param(False, boolean, "keep the class proportions of the full set")
+    score_seeds = Param(5, int_at_least(1), "S, the number of scoring runs averaged (Fayyaz et al.)")
+    score_epochs = Param(None, as_given(optional(float_in(0.0))),
+                         "epochs of each scoring run (give at most one of score_epochs / score_steps; default 1.0)")
+    score_steps = Param(None, optional(int_at_least(0)), "steps of each scoring run (0: score the untrained model)")
+    seed = Param(None, optional(int_at_least(0)), "the first scoring run's seed (runs use seed, seed+1, ...); None: "
+                 "the run's seed")
+    cache = Param(True, boolean, "reuse scoring runs from the on-disk cache")
+    grand_chunk_size = Param(8, int_at_least(1), "examples per vmap chunk for full GraNd")
 
-    def params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("score", "mode", "keep", "offset", "stratified", "score_seeds",
-                                              "score_epochs", "score_steps", "seed", "cache", "grand_chunk_size")}
+    def __post_init__(self) -> None:
+        self.__dict__.update(zip(("mode", "keep", "offset", "stratified"), check_selector(
+            mode=self.mode, keep=self.keep, offset=self.offset, stratified=self.stratified)))
+        if self.score_epochs is not None and self.score_steps is not None:
+            raise ConfigError(f"give score_epochs or score_steps, not both (got score_epochs={self.score_epochs}, "
+                              f"score_steps={self.score_steps})")
+        if self.score_epochs is not None:
+            self.__dict__["score_epochs"] = check_float("score_epochs", self.score_epochs, min=0.0)
+        elif self.score_steps is None:
+            self.__dict__["score_epochs"] = 1.0
 
     # ---------------------------------------------------------------------------- the two halves
     def scoring_steps(self, n: int, batch_size: int) -> int:

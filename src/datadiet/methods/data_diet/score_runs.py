@@ -36,6 +36,7 @@ from ..._validate import check_choice, check_float, check_int
 from ...errors import DataDietError
 from ...core.files import write_json_atomic
 from ...core.cache import NpzCache, fields_fingerprint, key_digest
+from ...core.filter import ID_KEY
 from ...core.selection import read_format_file
 from .scores import SCORES, forward_scores, grand_scores, mean_over_runs
 
@@ -199,7 +200,7 @@ class ScoreResult:
 
 
 # ---------------------------------------------------------------------------------------- cache
-_DATA_FIELDS = ("example_id", "input_ids", "token_type_ids", "labels")
+_DATA_FIELDS = (ID_KEY, "input_ids", "token_type_ids", "labels")
 
 
 def data_fingerprint(dataset) -> str:
@@ -253,7 +254,7 @@ def compute_scores(
     if not seeds:
         raise DataDietError("score_seeds must be >= 1 (the number of scoring runs to average)")
     steps = check_int("steps", steps, min=0)
-    ids = np.asarray([int(dataset[i]["example_id"]) for i in range(len(dataset))], dtype=np.int64)
+    ids = np.asarray([int(dataset[i][ID_KEY]) for i in range(len(dataset))], dtype=np.int64)
     use_cache = cache is not None and cache_base is not None
     t_all = time.perf_counter()
     rows, costs, hits = [], [], []

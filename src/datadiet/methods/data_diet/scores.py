@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._validate import check_choice, check_int
+from ...core.filter import NOT_MODEL_INPUTS
 from ...errors import DataDietError
 from ...functional.precision import autocast
 
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 SCORES = ("el2n", "grand", "grand_head")
 #: keys of a collated batch that are not model inputs
-_NOT_INPUTS = {"example_id", "_weight", "labels", "doc_id"}
 
 
 # ------------------------------------------------------------------------------------ pure math
@@ -82,7 +82,7 @@ def mean_over_runs(per_run: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- model plumbing
 def model_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items() if k not in _NOT_INPUTS}
+    return {k: v.to(device) for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
 
 
 def find_head(model: torch.nn.Module, num_labels: int) -> torch.nn.Linear | None:

@@ -47,6 +47,7 @@ import torch
 from ..._validate import check_choice, check_float, check_int
 from ...errors import ConfigError, DataDietError
 from ...core.method import Method, Plan
+from ...core.params import Param, float_in, int_at_least, one_of
 from ...core.filter import BatchView, Decision, OnlineFilter
 from ...core.cache import fields_fingerprint, key_digest
 from .learner import SecondaryLearner, load_learner, save_learner, train_learner
@@ -159,6 +160,18 @@ def _pool_arrays(dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                         "give the Trainer such a dataset")
 
 
+def _check_learner(name: str, v: Any) -> str | None:
+    """``None`` or the path of an existing learner file."""
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{name} must be the path of a learner file (from `datadiet igf`), got {v!r}")
+    if not Path(v).exists():
+        raise ConfigError(f"{name} file {v!r} does not exist; write one with `datadiet igf -c CONFIG --out "
+                          "FILE`, or leave learner unset to train it during the run")
+    return v
+
+
 class IGF(Method):
     """Information gain filtration: a learned pre-forward filter for causal-LM fine-tuning.
 
@@ -172,35 +185,27 @@ class IGF(Method):
     saves = "LM forward + backward of every skipped context (each costs one secondary-learner forward); " \
             "the claim is quality at equal optimizer steps"
 
-    def __init__(self, *, threshold_schedule: str = "shifting", threshold: float = 1.0, threshold_after: float = -1.0,
-                 switch_step: int = 10, objective_docs: int = 100, objective_length: int = 32, n_pairs: int = 1000,
-                 ig_estimate: str = "exact", pair_lr: float = 5e-5, pair_clip: float = 3.0, pair_seed: int = 0,
-                 val_fraction: float = 0.1, learner_epochs: int = 15, learner_lr: float = 1e-5,
-                 learner_batch_size: int = 128, learner: str | None = None, cache: bool = True,
-                 threshold_units: str = "ig") -> None:
-        self.threshold_schedule = check_choice("threshold_schedule", threshold_schedule, SCHEDULES)
-        self.threshold_units = check_choice("threshold_units", threshold_units, UNITS)
-        self.threshold = check_float("threshold", threshold)
-        self.threshold_after = check_float("threshold_after", threshold_after)
-        self.switch_step = check_int("switch_step", switch_step, min=0)
-        self.objective_docs = check_int("objective_docs", objective_docs, min=1)
-        self.objective_length = check_int("objective_length", objective_length, min=2)
-        self.n_pairs = check_int("n_pairs", n_pairs, min=4)
-        self.ig_estimate = check_choice("ig_estimate", ig_estimate, ESTIMATES)
-        self.pair_lr = check_float("pair_lr", pair_lr, min=0.0, min_open=True)
-        self.pair_clip = check_float("pair_clip", pair_clip, min=0.0)
-        self.pair_seed = check_int("pair_seed", pair_seed, min=0)
-        self.val_fraction = check_float("val_fraction", val_fraction, min=0.0, max=1.0, max_open=True)
-        self.learner_epochs = check_int("learner_epochs", learner_epochs, min=1)
-        self.learner_lr = check_float("learner_lr", learner_lr, min=0.0, min_open=True)
-        self.learner_batch_size = check_int("learner_batch_size", learner_batch_size, min=1)
-        if learner is not None and (not isinstance(learner, str) or not learner.strip()):
-            raise ConfigError(f"learner must be the path of a learner file (from `datadiet igf`), got {learner!r}")
-        if learner is not None and not Path(learner).exists():
-            raise ConfigError(f"learner file {learner!r} does not exist; write one with `datadiet igf -c CONFIG --out "
-                              "FILE`, or leave learner unset to train it during the run")
-        self.learner = learner
-        self.cache = bool(cache)
+    threshold_schedule = Param("shifting", one_of(*SCHEDULES), "'shifting' (threshold, then threshold_after from "
+                               "switch_step on) or 'constant' (threshold throughout)")
+    threshold = Param(1.0, float_in(), "the threshold T: keep a context when Q(X) >= T (reference: +1.0)")
+    threshold_after = Param(-1.0, float_in(), "the shifting schedule's threshold from switch_step on (reference: -1.0)")
+    switch_step = Param(10, int_at_least(0), "optimizer steps at threshold before threshold_after (reference: 10)")
+    objective_docs = Param(100, int_at_least(1), "documents of the objective set, one window from each (reference: 100)")
+    objective_length = Param(32, int_at_least(2), "tokens of each objective window (reference: 32)")
+    n_pairs = Param(1000, int_at_least(4), "IG pairs (context, objective perplexity drop) the learner trains on")
+    ig_estimate = Param("exact", one_of(*ESTIMATES), "'exact' (one AdamW step per pair) or 'first_order' (the "
+                        "gradient-dot-product estimate)")
+    pair_lr = Param(5e-5, float_in(0.0, min_open=True), "AdamW lr of the pair step (reference: 5e-5)")
+    pair_clip = Param(3.0, float_in(0.0), "gradient clip of the pair step (reference: 3.0; 0: none)")
+    pair_seed = Param(0, int_at_least(0), "seed of the objective set, the pairs and the learner")
+    val_fraction = Param(0.1, float_in(0.0, 1.0, max_open=True), "share of the pairs' documents for learner validation")
+    learner_epochs = Param(15, int_at_least(1), "epochs of secondary-learner training (reference: 15)")
+    learner_lr = Param(1e-5, float_in(0.0, min_open=True), "Adam lr of the secondary learner (reference: 1e-5)")
+    learner_batch_size = Param(128, int_at_least(1), "batch size of secondary-learner training (reference: 128)")
+    learner = Param(None, _check_learner, "a learner file from `datadiet igf`; None: train it during the run")
+    cache = Param(True, lambda name, v: bool(v), "reuse the pairs and the learner from the on-disk cache")
+    threshold_units = Param("ig", one_of(*UNITS), "'ig' (reference: standard deviations of IG over the pairs) or "
+                            "'pool' (ours: of the learner's predictions over the training pool)")
 
     # the settings that change the pairs / the learner (cache keys)
     def _pair_settings(self) -> dict[str, Any]:

@@ -46,6 +46,7 @@ import torch
 from ..._validate import check_int
 from ...errors import ConfigError, DataDietError
 from ...core.cache import NpzCache, fields_fingerprint, key_digest
+from ...core.filter import ID_KEY
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 def tokens_fingerprint(dataset) -> str:
     """sha256 of the tokenized data in order: stable ids, token ids, token types (labels left out)."""
-    return fields_fingerprint(dataset, ("example_id", "input_ids", "token_type_ids"))
+    return fields_fingerprint(dataset, (ID_KEY, "input_ids", "token_type_ids"))
 
 
 def texts_fingerprint(ids: np.ndarray, texts: Sequence[str]) -> str:

@@ -47,6 +47,8 @@ import torch
 from ..._validate import check_choice, check_float, check_fraction, check_int
 from ...errors import ConfigError, DataDietError
 from ...core.filter import BatchView, Decision, OnlineFilter
+from ...core.method import Method
+from ...core.params import Param, boolean, float_in, int_at_least, one_of, optional
 from ...core.selection import Selection
 from .submodular import OBJECTIVES, OPTIMIZERS, SAMPLINGS, SubmodularGains, submodular_gains, subset_from_gains
 from .submodular.pipeline import KERNELS, PARTITIONS
@@ -198,7 +200,7 @@ class IngeniousFilter(OnlineFilter):
 
 
 # ---------------------------------------------------------------------------------------- the method
-class Ingenious:
+class Ingenious(Method):
     """Method ``ingenious``: facility location (or graph cut / log-determinant) over example embeddings.
 
     Mechanism: prune (offline; re-drawn every ``reselect_every`` steps when set). Saves forward +
@@ -244,48 +246,36 @@ class Ingenious:
     mechanism = "prune"
     saves = "forward + backward of every example outside the subset (re-drawn every R steps if reselect_every is set)"
 
-    def __init__(
-        self,
-        *,
-        fraction: float = 0.25,
-        objective: str = "facility_location",
-        sampling: str = "taylor_softmax",
-        temperature: float = 1.0,
-        embedding: str = "model",
-        layer: int | None = None,
-        warm_start_steps: int = 0,
-        kernel: str = "dense",
-        knn: int = 10,
-        partition: str = "random",
-        max_part_size: int | None = None,
-        optimizer: str = "lazy",
-        reselect_every: int | None = None,
-        reselect: str = "resample",
-        seed: int | None = None,
-        cache: bool = True,
-    ) -> None:
-        self.fraction = check_fraction("fraction", fraction)
-        self.objective = check_choice("objective", objective, OBJECTIVES)
-        self.sampling = check_choice("sampling", sampling, SAMPLINGS)
-        self.temperature = check_float("temperature", temperature, min=0.0, min_open=True)
-        self.embedding = check_choice("embedding", embedding, EMBEDDINGS)
-        self.layer = None if layer is None else check_int("layer", layer)
-        self.warm_start_steps = check_int("warm_start_steps", warm_start_steps, min=0)
+    fraction = Param(0.25, check_fraction, "share of the training set in the subset (the paper's budget)")
+    objective = Param("facility_location", one_of(*OBJECTIVES),
+                      "'facility_location' (the paper), 'graph_cut' or 'log_determinant' (dense only)")
+    sampling = Param("taylor_softmax", one_of(*SAMPLINGS),
+                     "'taylor_softmax' (the paper), 'top_k' (the greedy order) or 'uniform' (ablations)")
+    temperature = Param(1.0, float_in(0.0, min_open=True), "temperature of the taylor_softmax sampling")
+    embedding = Param("model", one_of(*EMBEDDINGS), "'model' (the training model's mean-pooled hidden states, as "
+                      "the paper) or 'minilm' (a frozen all-MiniLM-L6-v2)")
+    layer = Param(None, optional(lambda name, v: check_int(name, v)),
+                  "the hidden state embedded; None: the last layer, 0: token embeddings, negative: from the end")
+    warm_start_steps = Param(0, int_at_least(0), "embedding=model only: train a discarded copy of the model for "
+                             "this many steps before embedding")
+    kernel = Param("dense", one_of(*KERNELS), "'dense' cosine kernel per part or a sparse 'knn' kernel")
+    knn = Param(10, int_at_least(1), "neighbours per example of the knn kernel")
+    partition = Param("random", one_of(*PARTITIONS), "'random' (the paper) or 'kmeans' parts")
+    max_part_size = Param(None, optional(int_at_least(1)),
+                          "examples per part at most; None: 10,000 dense / 50,000 knn")
+    optimizer = Param("lazy", one_of(*OPTIMIZERS), "'lazy' exact greedy, 'stochastic' or 'naive'")
+    reselect_every = Param(None, optional(int_at_least(1)),
+                           "None: one subset for the whole run; R: draw a new subset every R optimizer steps")
+    reselect = Param("resample", one_of(*RESELECT),
+                     "'resample' (the paper) or 'recompute' (needs embedding=model)")
+    seed = Param(None, optional(int_at_least(0)), "RNG seed; None: the run's seed")
+    cache = Param(True, boolean, "reuse embeddings from the on-disk cache")
+
+    def __post_init__(self) -> None:
         if self.warm_start_steps and self.embedding != "model":
             raise ConfigError(f"warm_start_steps={self.warm_start_steps} trains the model before embedding with "
                               f"it, but embedding={self.embedding!r} is a frozen encoder; set embedding=model or "
                               "warm_start_steps=0")
-        self.kernel = check_choice("kernel", kernel, KERNELS)
-        self.knn = check_int("knn", knn, min=1)
-        self.partition = check_choice("partition", partition, PARTITIONS)
-        self.max_part_size = None if max_part_size is None else check_int("max_part_size", max_part_size, min=1)
-        self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
-        self.reselect_every = None if reselect_every is None else check_int("reselect_every", reselect_every, min=1)
-        self.reselect = check_choice("reselect", reselect, RESELECT)
-        self.seed = None if seed is None else check_int("seed", seed, min=0)
-        if not isinstance(cache, bool):
-            raise ConfigError(f"cache must be true or false, got {cache!r}")
-        self.cache = cache
         if self.objective == "log_determinant" and self.kernel == "knn":
             raise ConfigError("objective='log_determinant' needs kernel='dense' (a kNN kernel is not positive "
                               "semi-definite); set kernel=dense or another objective")
@@ -298,11 +288,6 @@ class Ingenious:
                 raise ConfigError("sampling='top_k' draws the same subset from the same gains every time, so "
                                   "reselect='resample' would never change it; use reselect=recompute, another "
                                   "sampling, or reselect_every=null")
-
-    def params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("fraction", "objective", "sampling", "temperature", "embedding", "layer",
-                                              "warm_start_steps", "kernel", "knn", "partition", "max_part_size",
-                                              "optimizer", "reselect_every", "reselect", "seed", "cache")}
 
     # ----------------------------------------------------------------------------------- the parts
     def _gains_kwargs(self) -> dict[str, Any]:

@@ -40,6 +40,8 @@ import torch
 from ..._validate import check_choice, check_float, check_int
 from ...errors import ConfigError, DataDietError
 from ...core.filter import BatchView, Decision, OnlineFilter
+from ...core.method import Method
+from ...core.params import Param, as_given, boolean, float_in, int_at_least, one_of, optional
 
 TAU_MODES = ("frozen", "moving")
 
@@ -250,7 +252,7 @@ def check_loss_threshold_params(*, warmup_fraction: Any, window: Any, tau_mode: 
     return wf, w, mode, t
 
 
-class LossThresholdMethod:
+class LossThresholdMethod(Method):
     """Method ``loss_threshold``: stages 0-1 of multistage filtering (see :class:`LossThreshold`).
 
     Saves the backward of examples whose loss is below tau; costs one no-grad scoring forward per
@@ -271,17 +273,19 @@ class LossThresholdMethod:
     mechanism = "skip_post_forward"
     saves = "backward of examples with loss below tau (costs one no-grad forward per example after the warm-up)"
 
-    def __init__(self, *, warmup_fraction: float = 0.1, window: int = 128, tau_mode: str = "frozen",
-                 tau: float | None = None, chance_guard: bool = True) -> None:
-        self.warmup_fraction, self.window, self.tau_mode, self.tau = check_loss_threshold_params(
-            warmup_fraction=warmup_fraction, window=window, tau_mode=tau_mode, tau=tau)
-        if not isinstance(chance_guard, bool):
-            raise ConfigError(f"chance_guard must be true or false, got {chance_guard!r}")
-        self.chance_guard = chance_guard
+    warmup_fraction = Param(0.1, float_in(0.0, 1.0),
+                            "share of the first epoch's examples in the warm-up (paper: 10%); > 0 unless tau is given")
+    window = Param(128, int_at_least(1), "tau is the mean of the last window per-example losses (paper: 16 batches of 8)")
+    tau_mode = Param("frozen", one_of(*TAU_MODES), "'frozen' (paper: tau fixed at the end of the warm-up) or 'moving' (ours)")
+    tau = Param(None, as_given(optional(float_in(0.0))),
+                "ours: a number (>= 0) fixes tau and skips the warm-up; None: measured during the warm-up")
+    chance_guard = Param(True, boolean, "ours: for K classes the warm-up lasts until the running tau is below ln K")
 
-    def params(self) -> dict[str, Any]:
-        return {"warmup_fraction": self.warmup_fraction, "window": self.window, "tau_mode": self.tau_mode,
-                "tau": self.tau, "chance_guard": self.chance_guard}
+    def __post_init__(self) -> None:
+        resolved = check_loss_threshold_params(warmup_fraction=self.warmup_fraction, window=self.window,
+                                               tau_mode=self.tau_mode, tau=self.tau)
+        for k, v in zip(("warmup_fraction", "window", "tau_mode", "tau"), resolved):
+            self.__dict__[k] = v
 
     def build_filter(self, n_first_epoch: int, *, num_classes: int | None = None) -> LossThreshold:
         """The filter for a first epoch of ``n_first_epoch`` examples (``num_classes``: K, for the guard)."""

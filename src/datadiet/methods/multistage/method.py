@@ -24,8 +24,15 @@ from typing import Any
 
 from ..._validate import check_int
 from ...errors import ConfigError
-from .loss_threshold import LossThreshold, LossThresholdMethod, num_classes_of
-from .meta_predictor import MetaPredictor
+from ...core.method import Method
+from ...core.params import Param, as_given, boolean, float_in, int_at_least, one_of, optional
+from .loss_threshold import TAU_MODES, LossThreshold, LossThresholdMethod, num_classes_of
+from .meta_predictor import FEATURE_SPACES, PREDICTORS, MetaPredictor
+
+_LOSS_THRESHOLD_PARAMS = ("warmup_fraction", "window", "tau_mode", "tau", "chance_guard")
+_META_PARAMS = ("switch_window", "meta_loss_threshold", "meta_min_accuracy", "meta_skill_threshold",
+                "decision_threshold", "explore_fraction", "predictor", "alpha", "feature_space", "lr", "ngrams",
+                "loss_memory", "fit_during_warmup")
 
 
 def infer_vocab_size(model: Any, tokenizer: Any = None) -> int | None:
@@ -53,7 +60,7 @@ def infer_vocab_size(model: Any, tokenizer: Any = None) -> int | None:
     return max(sizes) if sizes else None
 
 
-class MultistageMethod:
+class MultistageMethod(Method):
     """Method ``multistage``: loss threshold (stages 0-1) + meta predictor (stage 2).
 
     Keyword-only parameters, defaults and their sources:
@@ -109,54 +116,55 @@ class MultistageMethod:
              "predictor skips (stage 2); costs a no-grad forward of each example that reaches the loss filter "
              "after the warm-up")
 
-    def __init__(
-        self,
-        *,
-        warmup_fraction: float = 0.1,
-        window: int = 128,
-        tau_mode: str = "frozen",
-        tau: float | None = None,
-        chance_guard: bool = True,
-        switch_window: int = 16,
-        meta_loss_threshold: float = 0.5,
-        meta_min_accuracy: float = 0.0,
-        meta_skill_threshold: float | None = None,
-        decision_threshold: float = 0.5,
-        explore_fraction: float = 0.05,
-        predictor: str = "naive_bayes",
-        alpha: float = 1.0,
-        feature_space: str = "seen",
-        lr: float = 0.1,
-        ngrams: int = 1,
-        loss_memory: bool = False,
-        fit_during_warmup: bool = True,
-        vocab_size: int | None = None,
-        seed: int | None = None,
-    ) -> None:
+    # stages 0-1: exactly the ``loss_threshold`` method's parameters (validated and built through it)
+    warmup_fraction = Param(0.1, float_in(0.0, 1.0), "paper: warm-up on the first 10% of the first epoch's examples")
+    window = Param(128, int_at_least(1), "paper: tau is the mean of the last 128 losses (16 batches of 8)")
+    tau_mode = Param("frozen", one_of(*TAU_MODES), "paper: tau fixed at the end of the warm-up; 'moving' is our option")
+    tau = Param(None, as_given(optional(float_in(0.0))),
+                "ours: a number fixes tau and skips the warm-up (tau=0 keeps everything: equals full)")
+    chance_guard = Param(True, boolean, "ours: for K classes the warm-up lasts until the running tau is below ln K")
+    # stage 2: the MetaPredictor's parameters, passed to it as they are
+    switch_window = Param(16, int_at_least(1), "the switch looks at the predictor's mean log-loss over the last 16 "
+                          "batches (ours)")
+    meta_loss_threshold = Param(0.5, float_in(0.0, min_open=True),
+                                "ours: switch when the predictor's mean log-loss (before fitting) is below this")
+    meta_min_accuracy = Param(0.0, float_in(0.0, 1.0), "ours: an optional second condition on the predictor's mean "
+                              "accuracy (off by default)")
+    meta_skill_threshold = Param(None, optional(float_in(0.0)), "ours, None (off): switch on the base-rate "
+                                 "predictor's log-loss minus ours being at least this")
+    decision_threshold = Param(0.5, float_in(0.0, 1.0, min_open=True, max_open=True),
+                               "paper: skip when the predictor says P(important) < this")
+    explore_fraction = Param(0.05, float_in(0.0, 1.0), "ours: share of predicted-unimportant examples let through "
+                             "in stage 2")
+    predictor = Param("naive_bayes", one_of(*PREDICTORS), "'naive_bayes' (the paper's Bernoulli naive Bayes) or "
+                      "'logistic' (ours, better calibrated)")
+    alpha = Param(1.0, float_in(0.0, min_open=True), "Laplace smoothing, as the reference's (scikit-learn's "
+                  "default for BernoulliNB)")
+    feature_space = Param("seen", one_of(*FEATURE_SPACES), "ours: 'seen' (token ids seen in fitted examples) or "
+                          "'vocabulary' (every id of the tokenizer)")
+    lr = Param(0.1, float_in(0.0, min_open=True), "AdaGrad step of the logistic predictor")
+    ngrams = Param(1, int_at_least(1, 2), "2 adds hashed bigrams of consecutive tokens")
+    loss_memory = Param(False, boolean, "ours: one feature per example, the bucket of its last observed loss "
+                        "relative to tau")
+    fit_during_warmup = Param(True, boolean, "ours: the predictor also learns during the warm-up, labelling with "
+                              "the running tau")
+    vocab_size = Param(None, optional(int_at_least(1)), "the tokenizer's size; None: read from the model at plan time")
+    seed = Param(None, optional(int_at_least(0)), "the exploration generator's seed; None: the run seed")
+
+    def __post_init__(self) -> None:
         # Stages 0-1 are exactly the ``loss_threshold`` method: validate and build through it.
-        self._loss_threshold = LossThresholdMethod(warmup_fraction=warmup_fraction, window=window,
-                                                   tau_mode=tau_mode, tau=tau, chance_guard=chance_guard)
-        self.vocab_size = None if vocab_size is None else check_int("vocab_size", vocab_size, min=1)
-        self.seed = None if seed is None else check_int("seed", seed, min=0)
+        self._loss_threshold = LossThresholdMethod(**{k: self.__dict__[k] for k in _LOSS_THRESHOLD_PARAMS})
         # Stage 2's parameters go to the MetaPredictor as they are; a probe validates them now and
         # gives back their resolved values.
-        meta = dict(switch_window=switch_window, meta_loss_threshold=meta_loss_threshold,
-                    meta_min_accuracy=meta_min_accuracy, meta_skill_threshold=meta_skill_threshold,
-                    decision_threshold=decision_threshold, explore_fraction=explore_fraction, predictor=predictor,
-                    alpha=alpha, feature_space=feature_space, lr=lr, ngrams=ngrams, loss_memory=loss_memory,
-                    fit_during_warmup=fit_during_warmup)
+        meta = {k: self.__dict__[k] for k in _META_PARAMS}
         probe = MetaPredictor(threshold=LossThreshold(warmup_examples=1), vocab_size=self.vocab_size or 8, seed=0,
                               **meta)
         self._meta_params = {k: getattr(probe, k) for k in meta}
         for k, v in {**self._loss_threshold.params(), **self._meta_params}.items():
-            setattr(self, k, v)  # readable as attributes, like every method's parameters
+            self.__dict__[k] = v  # the resolved values, readable as attributes and recorded by params()
 
     def _meta(self, lt: LossThreshold, *, vocab_size: int | None, seed: int) -> MetaPredictor:
         return MetaPredictor(threshold=lt, vocab_size=vocab_size, seed=seed, **self._meta_params)
-
-    def params(self) -> dict[str, Any]:
-        return {**self._loss_threshold.params(), **self._meta_params, "vocab_size": self.vocab_size,
-                "seed": self.seed}
 
     def build_filters(self, *, n_first_epoch: int, seed: int, vocab_size: int | None = None,
                       num_classes: int | None = None) -> list:
