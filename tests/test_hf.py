@@ -551,3 +551,17 @@ def test_build_model_reseeds_only_the_task_head(tmp_path, ds, tok):
         assert torch.equal(p, q), n
         assert torch.equal(r, s), n  # seeded: reproducible
         assert torch.equal(p, r) != (n == "classifier.weight"), n  # (the bias starts at 0 either way)
+
+
+@pytest.mark.timeout(120)
+def test_each_epoch_is_announced_once_in_both_front_ends(tmp_path, ds, tok):
+    """InfoBatch computes a threshold at each epoch start: 3 epochs give exactly 3 thresholds (None for epoch 0)
+    under the plain loop and under the Trainer, and the same ones (the loop once announced epochs twice)."""
+    from datadiet.online import InfoBatch
+
+    _, engine = run_loop(ds, tok, filters=[InfoBatch(ratio=0.5, seed=1)], epochs=3)
+    t = run_trainer(tmp_path, ds, tok, filters=[InfoBatch(ratio=0.5, seed=1)], num_train_epochs=3)
+    lo, hf = engine.filters[0].thresholds, t.datadiet_engine.filters[0].thresholds
+    assert len(lo) == len(hf) == 3 and lo[0] is None and hf[0] is None
+    assert all(x is not None for x in lo[1:] + hf[1:])
+    assert lo[1] == pytest.approx(hf[1], rel=1e-6)  # same batches in epoch 0, so the same stored losses
