@@ -89,10 +89,7 @@ class Configurable:
 
     def params(self) -> dict[str, Any]:
         """The resolved parameters (recorded in the run record)."""
-        specs = declared(type(self))
-        if not specs and type(self).__init__ is not Configurable.__init__:  # a constructor of its own
-            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        return {k: getattr(self, k) for k in specs}
+        return {k: getattr(self, k) for k in declared(type(self))}
 
 
 # ---------------------------------------------------------------------------------------- checks

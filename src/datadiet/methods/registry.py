@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from ..core.params import Configurable
 from ..errors import ConfigError, suggest, unknown_name
 from .igf.method import IGF
 from ..core.method import Full
@@ -35,12 +33,8 @@ METHODS: dict[str, type] = {
 
 
 def param_defaults(cls: type) -> dict[str, Any]:
-    """A method class's parameters and defaults: its declared ``Param`` fields (or, for a class not yet
-    declared that way, its keyword-only constructor)."""
-    if cls.__init__ is Configurable.__init__:
-        return cls.param_specs()
-    sig = inspect.signature(cls.__init__)
-    return {p.name: p.default for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY}
+    """A method class's parameters and defaults: its declared ``Param`` fields."""
+    return cls.param_specs()
 
 
 def build_method(name: str, params: dict[str, Any] | None = None):

@@ -48,7 +48,7 @@ from ..._validate import check_choice, check_float, check_int
 from ...errors import ConfigError, DataDietError
 from ...core.method import Method, Plan
 from ...core.params import Param, float_in, int_at_least, one_of
-from ...core.filter import BatchView, Decision, OnlineFilter
+from ...core.filter import ID_KEY, BatchView, Decision, OnlineFilter
 from ...core.cache import fields_fingerprint, key_digest
 from .learner import SecondaryLearner, load_learner, save_learner, train_learner
 from .pairs import ESTIMATES, PairCache, choose_objective, collect_ig, objective_windows, pair_positions, zscore
@@ -138,23 +138,19 @@ class PreparedLearner:
 
 
 def _pool_arrays(dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(tokens [n, T], ids [n], doc_ids [n])`` of a causal-LM context pool (LMContexts or a subset of one)."""
-    base = getattr(dataset, "base", None)
+    """``(tokens [n, T], ids [n], doc_ids [n])`` of a causal-LM context pool (an LMContexts, or a dataset of feature dicts)."""
     if hasattr(dataset, "input_ids") and hasattr(dataset, "doc_ids"):
         return np.asarray(dataset.input_ids), np.asarray(dataset.ids), np.asarray(dataset.doc_ids)
-    if base is not None and hasattr(base, "input_ids"):
-        pos = np.asarray(dataset.positions)
-        return np.asarray(base.input_ids)[pos], np.asarray(base.ids)[pos], np.asarray(base.doc_ids)[pos]
     rows = [dataset[i] for i in range(len(dataset))] if hasattr(dataset, "__getitem__") else []
-    if rows and isinstance(rows[0], dict) and "input_ids" in rows[0] and "example_id" in rows[0]:
+    if rows and isinstance(rows[0], dict) and "input_ids" in rows[0] and ID_KEY in rows[0]:
         # a user's dataset of feature dicts (e.g. a datasets.Dataset under the Trainer): contexts of one length
         lengths = {len(r["input_ids"]) for r in rows}
         if len(lengths) != 1:
             raise DataDietError(f"igf needs fixed-length training contexts, but these have {len(lengths)} different "
                                 "lengths; cut the text into equal-length token windows (e.g. datadiet.data.lm_contexts)")
-        docs = [int(r.get("doc_id", r["example_id"])) for r in rows]
+        docs = [int(r.get("doc_id", r[ID_KEY])) for r in rows]
         return (np.asarray([list(r["input_ids"]) for r in rows], dtype=np.int64),
-                np.asarray([int(r["example_id"]) for r in rows], dtype=np.int64), np.asarray(docs, dtype=np.int64))
+                np.asarray([int(r[ID_KEY]) for r in rows], dtype=np.int64), np.asarray(docs, dtype=np.int64))
     raise DataDietError("igf needs causal-LM training contexts (fixed-length token windows with an 'example_id' and, "
                         "ideally, a 'doc_id' per window); use a causal-LM dataset such as 'austen' with a causal LM, or "
                         "give the Trainer such a dataset")
@@ -234,7 +230,7 @@ class IGF(Method):
         # mantissa bits for every forward, which erases most of a 5e-5 step (``bf16`` only shapes
         # the fine-tuning itself).
         autocast = None
-        base_key = {"model": model_name, "data": fields_fingerprint(dataset, ("example_id", "input_ids")),
+        base_key = {"model": model_name, "data": fields_fingerprint(dataset, (ID_KEY, "input_ids")),
                     "device": device.type, **self._pair_settings()}
         lkey = {**base_key, **self._learner_settings()}
         lpath = None
