@@ -174,3 +174,29 @@ def test_missing_data_file_is_refused_before_a_run_folder_is_made(tmp_path, caps
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_model_folder_never_runs_its_own_code(tmp_path, monkeypatch):
+    """A folder whose config maps to its own modeling_*.py (auto_map) is refused with one clear line; its code
+    never runs (it would write a marker file), with or without a terminal to answer transformers' prompt."""
+    pytest.importorskip("transformers")
+    from datadiet.errors import DataDietError
+    from datadiet.models import load_model
+
+    from datadiet.models.tiny import char_tokenizer
+
+    folder, marker = tmp_path / "evil", tmp_path / "ran.txt"
+    char_tokenizer().save_pretrained(str(folder))
+    code = f"open({str(marker)!r}, 'w').write('ran')\nfrom transformers import BertConfig as XConfig\n"
+    (folder / "configuration_x.py").write_text(code)
+    (folder / "modeling_x.py").write_text(code + "from transformers import BertForSequenceClassification as XModel\n")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "x-custom", "architectures": ["XModel"], "vocab_size": 10, "hidden_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8,
+        "auto_map": {"AutoConfig": "configuration_x.XConfig",
+                     "AutoModelForSequenceClassification": "modeling_x.XModel"}}))
+    monkeypatch.setattr("builtins.input", lambda *a, **k: "y")  # a user who answers yes to any prompt
+    with pytest.raises(DataDietError, match="ships its own Python code.*never runs code from a model folder"):
+        load_model(str(folder), task="classification", num_labels=2)
+    assert not marker.exists()

@@ -35,12 +35,12 @@ def embed_texts(
     ``loaded``: an already loaded ``(model, tokenizer)`` pair to reuse instead of ``model``'s name.
     """
     if loaded is None:
-        from .registry import _transformers, minilm_folder
+        from .registry import _transformers, from_pretrained, minilm_folder
 
         tf = _transformers()
         path = str(minilm_folder()) if model == "minilm" else model
-        tok = tf.AutoTokenizer.from_pretrained(path)
-        enc = tf.AutoModel.from_pretrained(path)
+        tok = from_pretrained(tf.AutoTokenizer, path)
+        enc = from_pretrained(tf.AutoModel, path)
     else:
         enc, tok = loaded
     was = enc.training

@@ -83,8 +83,8 @@ def smollm2_folder() -> Path:
         raise missing_extra("gguf", "assets") from None
     log.info("converting %s to a Hugging Face folder in %s (once, ~20 s)", gguf.name, out)
     t0 = time.perf_counter()
-    tok = tf.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = tf.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = from_pretrained(tf.AutoTokenizer, str(gguf.parent), gguf_file=gguf.name)
+    model = from_pretrained(tf.AutoModelForCausalLM, str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -129,12 +129,12 @@ def load_model(name: str, *, task: str, num_labels: int | None = None, seed: int
     if name == "smollm2-135m" and task != "causal_lm":
         raise DataDietError("model 'smollm2-135m' is a causal LM; use task causal_lm or the 'minilm' classifier")
     try:
-        tok = tf.AutoTokenizer.from_pretrained(path)
+        tok = from_pretrained(tf.AutoTokenizer, path)
         with _seeded(seed):
             if task == "classification":
-                model = tf.AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+                model = from_pretrained(tf.AutoModelForSequenceClassification, path, num_labels=num_labels)
             else:
-                model = tf.AutoModelForCausalLM.from_pretrained(path)
+                model = from_pretrained(tf.AutoModelForCausalLM, path)
     except OSError as e:
         raise DataDietError(
             f"could not load model {name!r}: {str(e).splitlines()[0][:300]}. Use a built-in name "
@@ -143,6 +143,23 @@ def load_model(name: str, *, task: str, num_labels: int | None = None, seed: int
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return LoadedModel(model, tok, name, task)
+
+
+def from_pretrained(auto_cls, path: str, **kw):
+    """``auto_cls.from_pretrained(path, ...)`` that never runs a model folder's own Python code.
+
+    ``trust_remote_code=False`` always: a folder whose config points at its own ``modeling_*.py``
+    (``auto_map``) is refused with a clear error instead of prompting, or running it on a ``y``.
+    """
+    try:
+        return auto_cls.from_pretrained(path, trust_remote_code=False, **kw)
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise DataDietError(
+            f"model {path!r} ships its own Python code (its config names custom classes in auto_map); datadiet never "
+            "runs code from a model folder. Use a model whose architecture is built into transformers, or convert "
+            "this one to a standard architecture") from None
 
 
 class _seeded:

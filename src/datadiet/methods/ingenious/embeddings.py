@@ -208,13 +208,13 @@ def model_embeddings(
 
 def load_encoder(name: str, *, device: torch.device | str = "cpu"):
     """A frozen sentence encoder ``(model, tokenizer)`` by name (``minilm``, a folder or a hub name)."""
-    from ...models.registry import _transformers, minilm_folder
+    from ...models.registry import _transformers, from_pretrained, minilm_folder
 
     tf = _transformers()
     path = str(minilm_folder()) if name == "minilm" else name
     try:
-        tok = tf.AutoTokenizer.from_pretrained(path)
-        enc = tf.AutoModel.from_pretrained(path)
+        tok = from_pretrained(tf.AutoTokenizer, path)
+        enc = from_pretrained(tf.AutoModel, path)
     except OSError as e:
         raise DataDietError(f"could not load encoder {name!r}: {str(e).splitlines()[0][:300]}; use encoder 'minilm' "
                             "or a local folder") from None
