@@ -200,3 +200,41 @@ def test_a_model_folder_never_runs_its_own_code(tmp_path, monkeypatch):
     with pytest.raises(DataDietError, match="ships its own Python code.*never runs code from a model folder"):
         load_model(str(folder), task="classification", num_labels=2)
     assert not marker.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_run_folder_in_use_is_refused_and_a_stale_claim_taken_over(capsys, tmp_path):
+    """Two runs into one run folder: the second refuses (exit 2, naming the owner) instead of both writing it;
+    a claim left by a process that is gone does not block a new run; a finished run releases its claim."""
+    import subprocess
+    import sys
+
+    from datadiet.records import LOCK, FolderLock
+
+    rd = tmp_path / "runs" / "conc"
+    with FolderLock(rd, what="run folder", fix="x"):
+        err = train_error(capsys, tmp_path, "run_name=conc", "data.max_train=40", "data.max_test=20")
+        assert f"run folder {str(rd)!r} is in use by process" in err and "choose another run_name" in err
+    assert not (rd / "record.json").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import platform
+
+    (rd / LOCK).write_text(f"{int(dead.stdout)} {platform.node()} 2026-01-01T00:00:00")  # its process has exited
+    assert main(["train", "-q", "--config", TINY, "--out", str(tmp_path / "runs"), "--set", "run_name=conc",
+                 "data.max_train=40", "data.max_test=20", "train.threads=1"]) == 0
+    assert json.loads((rd / "record.json").read_text())["status"] == "finished" and not (rd / LOCK).exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_results_folder_in_use_is_refused(tmp_path):
+    """Two `datadiet bench` into one --out: the second refuses before running any cell."""
+    from datadiet.bench.harness import run_suite
+    from datadiet.bench.suite import load_suite
+    from datadiet.errors import RunExistsError
+    from datadiet.records import FolderLock
+
+    calls = []
+    with FolderLock(tmp_path / "out", what="results folder", fix="x"):
+        with pytest.raises(RunExistsError, match="results folder .* is in use by process .*give another --out"):
+            run_suite(load_suite("smoke"), tmp_path / "out", run_fn=lambda *a, **k: calls.append(a))
+    assert calls == [] and not (tmp_path / "out" / "results.jsonl").exists()

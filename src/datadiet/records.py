@@ -49,6 +49,61 @@ def read_record(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+LOCK = ".datadiet.lock"
+
+
+class FolderLock:
+    """An exclusive claim on a folder (a run folder, a benchmark results folder) for one process.
+
+    Taken with an exclusive create of ``LOCK`` holding the owner's pid and host, so two processes
+    started on the same folder cannot both pass it; the second gets a :class:`RunExistsError` naming
+    the owner. A lock left by a process that is gone (same host, pid not alive) is taken over.
+    Released (the file removed) on exit.
+    """
+
+    def __init__(self, folder: str | Path, *, what: str, fix: str) -> None:
+        self.folder, self.what, self.fix = Path(folder), what, fix
+        self.path = self.folder / LOCK
+
+    def __enter__(self) -> FolderLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        owner = f"{os.getpid()} {platform.node()} {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                held = self._holder()
+                if held is not None:
+                    raise RunExistsError(
+                        f"{self.what} {str(self.folder)!r} is in use by process {held} (another datadiet started on "
+                        f"the same folder). Wait for it to finish, or {self.fix}.") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(owner)
+            return self
+        raise RunExistsError(f"could not claim {self.what} {str(self.folder)!r}; {self.fix}")
+
+    def _holder(self) -> str | None:
+        """The live owner of the lock ("pid on host since ..."), or ``None`` if it is stale."""
+        try:
+            pid, host, since = self.path.read_text().split(" ", 2)
+            pid_i = int(pid)
+        except (OSError, ValueError):
+            return "unknown (unreadable lock file)"
+        if host == platform.node():
+            try:
+                os.kill(pid_i, 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                pass
+        return f"{pid_i} on {host} since {since}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def prepare_run_dir(run_dir: str | Path, *, overwrite: bool) -> Path:
     """Create the run folder; refuse one that holds a finished run unless ``overwrite``.
 

@@ -19,7 +19,7 @@ from .core.engine import StepEngine
 from .errors import DataDietError
 from .loop import evaluate_model, fit
 from .core.method import PlanContext
-from .records import RunRecord, env_info, prepare_run_dir
+from .records import FolderLock, RunRecord, env_info, prepare_run_dir
 from .methods.registry import build_method
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,13 @@ def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = 
     method = build_method(cfg.method.name, cfg.method.params)  # validate before any work
     device = resolve_device(cfg.train.device)
     rd = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
-    rd = prepare_run_dir(rd, overwrite=cfg.overwrite)
+    with FolderLock(rd, what="run folder", fix="choose another run_name / output_dir"):
+        return _run(cfg, method=method, device=device, rd=prepare_run_dir(rd, overwrite=cfg.overwrite),
+                    progress=progress, t_total=t_total)
+
+
+def _run(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: float) -> dict[str, Any]:
+    """The body of :func:`run`, inside the claimed run folder."""
     t = cfg.train
     if t.threads is not None:
         torch.set_num_threads(t.threads)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataDietError
-from ..records import read_record
+from ..records import FolderLock, read_record
 from .suite import MATCH, Cell, Suite
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,14 @@ def run_suite(
 
     run_fn = run_fn or run
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise DataDietError(f"--out {str(out)!r} is a file; give a folder for the suite's results")
+    with FolderLock(out, what="results folder", fix="give another --out"):
+        return _run_suite(suite, out, progress=progress, only=only, rerun=rerun, on_cell=on_cell, run_fn=run_fn)
+
+
+def _run_suite(suite: Suite, out: Path, *, progress, only, rerun, on_cell, run_fn) -> list[dict[str, Any]]:
+    """The body of :func:`run_suite`, inside the claimed results folder."""
     (out / "suite.json").write_text(json.dumps({"name": suite.name, "source": suite.source, "base": suite.base,
                                                 "datasets": [d.__dict__ for d in suite.datasets],
                                                 "methods": [m.__dict__ for m in suite.methods],
