@@ -117,12 +117,13 @@ def fit(
     bs = engine.batch_size
     # Filters built by hand get what they were built without (InfoBatch's planned stream, a loss
     # threshold's warm-up, seed=None) from this loop's own settings; values they were given are kept.
-    all_ids = getattr(dataset, "ids", None)
-    all_labels = getattr(dataset, "labels", None)
-    engine.bind(PlanContext(
-        ids=np.asarray(all_ids)[pos] if all_ids is not None else pos, seed=seed, task=engine.task, batch_size=bs,
-        labels=np.asarray(all_labels)[pos] if all_labels is not None else None, epochs=epochs,
-        max_steps=max_steps or stop_after_steps))
+    if engine.filters:
+        all_ids = getattr(dataset, "ids", None)
+        all_labels = getattr(dataset, "labels", None)
+        engine.bind(PlanContext(
+            ids=np.asarray(all_ids)[pos] if all_ids is not None else pos, seed=seed, task=engine.task, batch_size=bs,
+            labels=np.asarray(all_labels)[pos] if all_labels is not None else None, epochs=epochs,
+            max_steps=max_steps))
     per_epoch = math.ceil(len(pos) / bs)
     planned_examples = epochs * len(pos)
     planned_steps = epochs * per_epoch if max_steps is None else int(max_steps)

@@ -160,7 +160,7 @@ def plan_context(cfg: RunConfig, lm, train, collator, *, task: str, run_dir: str
                        max_length=cfg.model.max_length, train_dataset=train, collator=collator,
                        texts=texts if task == "classification" else None, build_model=build_model, lr=t.lr,
                        weight_decay=t.weight_decay, warmup=t.warmup, schedule=t.schedule, schedule_by=t.schedule_by,
-                       max_grad_norm=t.max_grad_norm if t.max_grad_norm is not None else 0.0,
+                       max_grad_norm=t.max_grad_norm,
                        fused_adamw=t.fused_adamw, bf16=t.bf16, eval_batch_size=t.eval_batch_size, out_dir=run_dir)
 
 

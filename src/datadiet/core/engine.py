@@ -23,14 +23,16 @@ With no filters (or filters that keep everything) the incoming batch is passed t
 so the engine reproduces a plain training loop exactly. Every skipped example is counted with the
 reason of the filter that skipped it.
 
-Loss normalisation: the training loss of a batch is ``sum_i(w_i * l_i) / B`` with ``l_i`` the
+Loss normalisation: the training loss of a batch is ``sum_i(w_i * l_i) / D`` with ``w_i`` the
+filters' weights (1 by default). With ``loss_weighting="example"`` (the default) ``l_i`` is the
 per-example loss (cross-entropy for classification, mean next-token loss of the sequence for a
-causal LM) and ``w_i`` the filters' weights (1 by default), i.e. the plain mean over the batch.
+causal LM) and ``D`` the batch size: the plain mean over the batch. With ``"token"`` (causal LM)
+``l_i`` is the sequence's summed token losses and ``D`` the tokens counted. A front end may pass a
+larger ``D`` (the Trainer mixin: the units of a whole accumulation window).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence

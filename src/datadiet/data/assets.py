@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from ..core.files import cache_dir  # noqa: F401  (re-exported: models and data use it from here)

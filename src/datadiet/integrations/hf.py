@@ -378,37 +378,38 @@ class DataDietMixin:
         if self._dd_planned:
             return
         self._dd_planned = True
-        ctx = self.datadiet_plan_context() if (self.datadiet_method is not None or self._dd_filters) else None
-        filters = list(self._dd_filters)
-        if self.datadiet_method is not None:
-            t0 = time.perf_counter()
-            plan = self.datadiet_method.plan(ctx)
-            reused = float(plan.info.get("selection_reused_s", 0.0))
-            self.datadiet_plan_info = {**plan.info, "selection_s": time.perf_counter() - t0 + reused}
-            filters = list(plan.filters) + filters
-            if plan.selection is not None:
-                self._dd_select(plan.selection.ids, n_total=len(ctx.ids))
-                ctx = self.datadiet_plan_context()
-            log.info("datadiet: planned %s in %.1f s (%d filters%s)", self.datadiet_method.name,
-                     self.datadiet_plan_info["selection_s"], len(filters),
-                     "" if plan.selection is None else f", {len(plan.selection)} of {plan.selection.n_total} examples")
-        if self.datadiet_method is not None:
-            self.datadiet_engine = self._dd_engine(filters)
-        if ctx is not None:
-            self.datadiet_engine.bind(ctx)
+        if self.datadiet_method is None:
+            if self._dd_filters:
+                self.datadiet_engine.bind(self.datadiet_plan_context())
+            return
+        ctx = self.datadiet_plan_context()
+        t0 = time.perf_counter()
+        plan = self.datadiet_method.plan(ctx)
+        reused = float(plan.info.get("selection_reused_s", 0.0))
+        self.datadiet_plan_info = {**plan.info, "selection_s": time.perf_counter() - t0 + reused}
+        filters = list(plan.filters) + list(self._dd_filters)
+        if plan.selection is not None:
+            self._dd_select(plan.selection.ids, ids=ctx.ids)
+        log.info("datadiet: planned %s in %.1f s (%d filters%s)", self.datadiet_method.name,
+                 self.datadiet_plan_info["selection_s"], len(filters),
+                 "" if plan.selection is None else f", {len(plan.selection)} of {plan.selection.n_total} examples")
+        self.datadiet_engine = self._dd_engine(filters)
+        if filters:  # they see the training set as it is now (the subset, after a selection)
+            self.datadiet_engine.bind(ctx if plan.selection is None else self.datadiet_plan_context())
 
-    def _dd_select(self, keep_ids: Sequence[int], *, n_total: int | None = None) -> None:
-        """Train on the rows of the training dataset whose id is in ``keep_ids`` (in dataset order)."""
+    def _dd_select(self, keep_ids: Sequence[int], *, ids: np.ndarray | None = None) -> None:
+        """Train on the rows of the training dataset whose id is in ``keep_ids`` (in dataset order);
+        ``ids``: the dataset's id column, when the caller has read it already."""
         ds = self.train_dataset
-        ids, _, _ = _dataset_columns(ds, self.datadiet_id_column, self.datadiet_task, texts=False)
-        keep = np.isin(ids, np.asarray(keep_ids, dtype=np.int64))
-        positions = np.flatnonzero(keep)
+        if ids is None:
+            ids = _dataset_columns(ds, self.datadiet_id_column, self.datadiet_task)[0]
+        positions = np.flatnonzero(np.isin(ids, np.asarray(keep_ids, dtype=np.int64)))
         if len(positions) == 0:
             raise DataDietError("the method selected no training example; raise its kept fraction")
         select = getattr(ds, "select", None)
         self.train_dataset = select(positions.tolist()) if callable(select) else torch.utils.data.Subset(ds, positions.tolist())
         self._dd_selection_ids = ids[positions]
-        log.info("datadiet: training on %d of %d examples", len(positions), n_total or len(ids))
+        log.info("datadiet: training on %d of %d examples", len(positions), len(ids))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """``Trainer.train``, with the method planned first and datadiet's state restored on resume."""
@@ -430,7 +431,8 @@ class DataDietMixin:
             self.datadiet_plan_info = dict(state.get("plan_info") or {})
             self._dd_select(state["selection_ids"].tolist())
             self.datadiet_engine = self._dd_engine(self._dd_filters)
-            self.datadiet_engine.bind(self.datadiet_plan_context())
+            if self._dd_filters:
+                self.datadiet_engine.bind(self.datadiet_plan_context())
         else:
             self._dd_plan()
         if state is not None:
@@ -444,7 +446,7 @@ class DataDietMixin:
     def datadiet_state(self) -> dict[str, Any]:
         """What a checkpoint keeps of datadiet (see ``STATE_FILE``)."""
         ids = self._dd_selection_ids
-        return _to_plain({"engine": self.datadiet_engine.state_dict(), "loss": dict(self._dd_loss),
+        return _to_plain({"engine": self.datadiet_engine.state_dict(), "loss": {k: float(v) if k.endswith("sum") else int(v) for k, v in self._dd_loss.items()},
                           "selection_ids": None if ids is None else torch.as_tensor(ids, dtype=torch.long),
                           "plan_info": {k: v for k, v in self.datadiet_plan_info.items()
                                         if isinstance(v, (int, float, str, bool)) or v is None}})
@@ -507,6 +509,11 @@ class DataDietMixin:
         incoming, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
         if not incoming:
             return incoming, None
+        return self._dd_window(incoming), None
+
+    def _dd_window(self, incoming: list[Any]) -> list[_MicroStep]:
+        """Submit one accumulation window's incoming batches to the engine; hand back one micro-step per
+        incoming batch, the ready training batches spread over them, all normalised by the window's units."""
         engine = self.datadiet_engine
         model = self.model_wrapped if getattr(self, "model_wrapped", None) is not None else self.model
         was_training = model.training
@@ -523,7 +530,7 @@ class DataDietMixin:
         for i, r in enumerate(ready):
             per_step[min(i, len(incoming) - 1)].append(r)
         self._dd_pending_step = bool(ready)
-        return [_MicroStep(rs, denominator) for rs in per_step], None
+        return [_MicroStep(rs, denominator) for rs in per_step]
 
     def training_step(
         self,
@@ -538,9 +545,7 @@ class DataDietMixin:
         window denominator.
         """
         if not isinstance(inputs, _MicroStep):  # called directly, not through get_batch_samples
-            engine = self.datadiet_engine
-            ready = engine.submit(model, self._prepare_inputs(self._dd_check_batch(inputs)))
-            inputs = _MicroStep(ready, float(sum(engine.loss_units(r) for r in ready)) or 1.0)
+            (inputs,) = self._dd_window([inputs])
         total = torch.zeros((), device=self.args.device)
         for batch in inputs.batches:
             total = total + super().training_step(model, batch, num_items_in_batch=inputs.denominator)
@@ -584,9 +589,9 @@ class DataDietMixin:
         denominator = None if num_items_in_batch is None else float(num_items_in_batch)
         loss, losses = self.datadiet_engine.training_loss(model, batch, outputs=outputs, denominator=denominator)
         d = self._dd_loss
-        step_loss = float(loss.detach())
-        d["sum"] += step_loss
-        d["run_sum"] += step_loss
+        step_loss = loss.detach().float()  # summed on the device: read (synchronised) only when logged
+        d["sum"] = d["sum"] + step_loss
+        d["run_sum"] = d["run_sum"] + step_loss
         if return_outputs:
             return loss, outputs
         return loss
@@ -610,7 +615,7 @@ class DataDietMixin:
     def datadiet_train_loss(self) -> float | None:
         """The mean training loss over the optimizer steps that trained, over the whole run."""
         d = self._dd_loss
-        return d["run_sum"] / d["run_steps"] if d["run_steps"] else None
+        return float(d["run_sum"]) / d["run_steps"] if d["run_steps"] else None
 
     def datadiet_logs(self) -> dict[str, float]:
         """The engine's counts as ``datadiet/...`` log entries."""
@@ -639,7 +644,7 @@ class DataDietMixin:
             d = self._dd_loss
             if "loss" in logs:
                 if d["steps"]:
-                    logs["loss"] = d["sum"] / d["steps"]
+                    logs["loss"] = float(d["sum"]) / d["steps"]
                 else:
                     logs.pop("loss")
                 d["sum"], d["steps"] = 0.0, 0
@@ -692,10 +697,11 @@ def _build_method(method: Any, params: Mapping[str, Any] | None):
     return method
 
 
-def _dataset_columns(ds: Any, id_column: str, task: str, *, texts: bool = True):
-    """``(ids, labels, texts)`` of a training dataset: a ``datasets.Dataset`` (by column) or a map-style
-    dataset of feature dicts (by row). ``labels`` for classification only; ``texts`` from a ``text``
-    column when there is one, else ``None``."""
+def _dataset_columns(ds: Any, id_column: str, task: str):
+    """``(ids, labels, texts)`` of a training dataset: a ``datasets.Dataset`` (by column), a datadiet
+    tokenized split (its ``ids`` / ``labels``), or another map-style dataset of feature dicts (by row).
+    ``labels`` for classification only; ``texts`` is a function returning the ``text`` column (read only if
+    a method asks for the raw texts), or ``None`` when there is no such column."""
     if ds is None:
         raise DataDietError("DataDietMixin with a method needs a train_dataset")
     names = getattr(ds, "column_names", None)
@@ -705,8 +711,12 @@ def _dataset_columns(ds: Any, id_column: str, task: str, *, texts: bool = True):
         ids = np.asarray(ds[id_column], dtype=np.int64)
         label_col = next((c for c in ("labels", "label") if c in names), None)
         labels = np.asarray(ds[label_col], dtype=np.int64) if task == "classification" and label_col else None
-        text = list(ds["text"]) if texts and "text" in names and isinstance(ds[0]["text"], str) else None
-        return ids, labels, text
+        texts = (lambda: list(ds["text"])) if "text" in names and isinstance(ds[0]["text"], str) else None
+        return ids, labels, texts
+    if id_column == ID_KEY and getattr(ds, "ids", None) is not None:  # a datadiet TokenizedSplit / LMContexts
+        labels = getattr(ds, "labels", None)
+        return (np.asarray(ds.ids, dtype=np.int64),
+                None if task != "classification" or labels is None else np.asarray(labels, dtype=np.int64), None)
     rows = [ds[i] for i in range(len(ds))]
     if rows and id_column not in rows[0]:
         raise DataDietError(f"the training examples have no {id_column!r} key (keys: {sorted(rows[0])})")
@@ -715,8 +725,8 @@ def _dataset_columns(ds: Any, id_column: str, task: str, *, texts: bool = True):
     if task == "classification" and rows and ("labels" in rows[0] or "label" in rows[0]):
         key = "labels" if "labels" in rows[0] else "label"
         labels = np.asarray([int(r[key]) for r in rows], dtype=np.int64)
-    text = [r["text"] for r in rows] if texts and rows and isinstance(rows[0].get("text"), str) else None
-    return ids, labels, text
+    texts = (lambda: [r["text"] for r in rows]) if rows and isinstance(rows[0].get("text"), str) else None
+    return ids, labels, texts
 
 
 class DataDietCallback(TrainerCallback):

@@ -413,9 +413,4 @@ class Ingenious(Method):
         return recompute
 
 
-def example_texts(ctx) -> list[str]:
-    """The raw texts of ``ctx``'s training examples, in ``ctx.ids`` order (what a sentence encoder reads)."""
-    return ctx.example_texts()
-
-
-__all__ = ["Ingenious", "IngeniousFilter", "derive_seed", "example_texts", "EMBEDDINGS", "RESELECT"]
+__all__ = ["Ingenious", "IngeniousFilter", "derive_seed", "EMBEDDINGS", "RESELECT"]
