@@ -84,6 +84,7 @@ def fit(
     max_steps: int | None = None,
     stop_after_steps: int | None = None,
     progress_desc: str = "train",
+    ranks: Any = None,
 ) -> FitResult:
     """Train ``model`` on ``dataset`` (or on ``positions`` of it) through ``engine``.
 
@@ -108,20 +109,47 @@ def fit(
     steps this is exactly the run. Steps beyond the run's end go on with more passes, and the
     horizon is then those steps (the examples they take when nothing is skipped). Kept examples
     buffered when the last step is taken are counted as skipped with reason ``stop_after_steps``.
+
+    ``ranks`` (a :class:`datadiet.core.distributed.Ranks`, with an engine built with the same):
+    data-parallel training on several processes. ``model`` is wrapped in
+    ``DistributedDataParallel``; every rank draws the same epoch order, and each global batch of
+    ``engine.batch_size * world_size`` examples is shared out in equal contiguous slices, one per
+    rank, so the run equals one process training with the global batch (tested). Progress and
+    steps count the global stream. Call it on every rank with the same arguments; ``evaluate`` may
+    be given on one rank only (it must run no collective).
     """
     if max_steps is not None and stop_after_steps is not None:
         raise ValueError("give max_steps or stop_after_steps, not both")
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     if len(pos) == 0:
         raise ValueError("nothing to train on: the training set (or selected subset) is empty")
-    bs = engine.batch_size
+    W = 1 if ranks is None else int(ranks.world_size)
+    if ranks is not None:
+        if engine.ranks is None or engine.world_size != W:
+            raise DataDietError(f"fit(ranks=...) on {W} processes needs a StepEngine built with the same ranks "
+                                "(StepEngine(..., ranks=ranks))")
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not isinstance(model, DistributedDataParallel):
+            dev = next(model.parameters()).device
+            # broadcast_buffers=False: a text model's buffers (position ids) are constants, and a forward
+            # then runs no collective, so a rank that is out of step meets the others at datadiet's checkpoints
+            import inspect
+
+            no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                       inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False})
+            model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, **no_sync)
+        progress = progress and ranks.is_main
+    elif engine.ranks is not None:
+        raise DataDietError("this StepEngine was built for several processes; pass the same ranks to fit(ranks=...)")
+    bs = engine.batch_size * W  # the global batch: what one process training the same run would use
     # Filters built by hand get what they were built without (InfoBatch's planned stream, a loss
     # threshold's warm-up, seed=None) from this loop's own settings; values they were given are kept.
     if engine.filters:
         all_ids = getattr(dataset, "ids", None)
         all_labels = getattr(dataset, "labels", None)
         engine.bind(PlanContext(
-            ids=np.asarray(all_ids)[pos] if all_ids is not None else pos, seed=seed, task=engine.task, batch_size=bs,
+            ids=np.asarray(all_ids)[pos] if all_ids is not None else pos, seed=seed, task=engine.task, batch_size=bs, ranks=ranks,
             labels=np.asarray(all_labels)[pos] if all_labels is not None else None, epochs=epochs,
             max_steps=max_steps))
     per_epoch = math.ceil(len(pos) / bs)
@@ -139,7 +167,7 @@ def fit(
 
     def set_lr() -> None:
         if schedule_by == "examples" and max_steps is None:
-            prog = engine.counts.examples_seen / planned_examples
+            prog = engine.global_counts.examples_seen / planned_examples
         else:
             prog = engine.counts.optimizer_steps / planned_steps
         m = linear_warmup_decay(prog, warmup=warmup, kind=schedule)
@@ -166,13 +194,20 @@ def fit(
         ep_losses: list[float] = []
         before = engine.counts.as_dict()
         for start in range(0, len(order), bs):
-            batch = collator([dataset[i] for i in order[start : start + bs]])
+            idx = order[start : start + bs]
+            if ranks is None:
+                batch = collator([dataset[i] for i in idx])
+            else:  # this rank's slice of the global batch (possibly empty: a batch of zero rows)
+                mine = idx[ranks.shard(len(idx))]
+                batch = collator([dataset[i] for i in (mine or idx[:1])])
+                if not mine:
+                    batch = {k: v[:0] for k, v in batch.items()}
             r = engine.step(model, opt, batch, max_grad_norm=max_grad_norm, before_optimizer_step=set_lr)
             if r.loss is not None:
                 ep_losses.append(r.loss)
                 res.losses.append(r.loss)
             if bar is not None:
-                bar.update(int(batch["input_ids"].shape[0]) if stop is None else r.optimizer_steps)
+                bar.update(len(idx) if stop is None else r.optimizer_steps)
                 bar.set_postfix(steps=engine.counts.optimizer_steps, bp=engine.counts.examples_backpropagated)
             done = stop is not None and engine.counts.optimizer_steps >= stop
             if evaluate is not None and next_eval is not None and engine.counts.optimizer_steps >= next_eval:
@@ -216,6 +251,11 @@ def fit(
         epoch += 1
     if bar is not None:
         bar.close()
+    if ranks is not None:
+        from .core.distributed import FIT_END
+
+        ranks.agree(FIT_END, {"optimizer_steps": engine.counts.optimizer_steps,
+                                                   "backward_calls": len(res.losses)})
     res.train_s = time.perf_counter() - t_start
     return res
 

@@ -5,6 +5,7 @@ This is what ``datadiet train``, the demo and every benchmark cell call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -135,8 +136,12 @@ def prepare(cfg: RunConfig, device: torch.device | None = None):
     return ds, lm, train, test, collator, sel_info
 
 
-def plan_context(cfg: RunConfig, lm, train, collator, *, task: str, run_dir: str | Path | None = None) -> PlanContext:
-    """The planning context of a run: what a method may use, from ``cfg`` and the loaded model and data."""
+def plan_context(cfg: RunConfig, lm, train, collator, *, task: str, run_dir: str | Path | None = None,
+                 ranks: Any = None) -> PlanContext:
+    """The planning context of a run: what a method may use, from ``cfg`` and the loaded model and data.
+
+    ``ranks``: several processes; the plan then sees the run as the one-process run it equals, whose
+    batch is the global batch (``train.batch_size`` per rank times the world size)."""
     t = cfg.train
     ids = np.asarray(train.ids)
     num_labels = int(getattr(getattr(lm.model, "config", None), "num_labels", 0) or 0) or None
@@ -155,7 +160,8 @@ def plan_context(cfg: RunConfig, lm, train, collator, *, task: str, run_dir: str
         return [f"{a} [SEP] {b}" for a, b in zip(split.texts, split.texts_pair)]
 
     return PlanContext(ids=ids, labels=getattr(train, "labels", None), seed=t.seed, task=task,
-                       batch_size=t.batch_size, epochs=t.epochs, max_steps=t.max_steps, model=lm.model,
+                       batch_size=t.batch_size * (1 if ranks is None else ranks.world_size), ranks=ranks,
+                       epochs=t.epochs, max_steps=t.max_steps, model=lm.model,
                        tokenizer=lm.tokenizer, pad_token_id=lm.pad_token_id, model_name=cfg.model.name,
                        max_length=cfg.model.max_length, train_dataset=train, collator=collator,
                        texts=texts if task == "classification" else None, build_model=build_model, lr=t.lr,
@@ -165,22 +171,64 @@ def plan_context(cfg: RunConfig, lm, train, collator, *, task: str, run_dir: str
 
 
 def run(cfg: RunConfig, *, progress: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; return (and write) its run record."""
+    """Train and evaluate one configuration; return (and write) its run record.
+
+    Under a launcher of several processes (``torchrun --nproc-per-node N -m datadiet train ...``,
+    or ``datadiet train --nproc N``) every rank calls this: they join one process group (NCCL on
+    CUDA, gloo on the CPU), train data-parallel through the step engine (see
+    :func:`datadiet.loop.fit`), and rank 0 alone claims the run folder, evaluates and writes the
+    record (with the world size and every rank's counts)."""
+    from .core.distributed import init_from_env
+
     t_total = time.perf_counter()
     method = build_method(cfg.method.name, cfg.method.params)  # validate before any work
     device = resolve_device(cfg.train.device)
+    ranks = init_from_env(device.type)
+    if ranks is not None and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
     rd = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
-    with FolderLock(rd, what="run folder", fix="choose another run_name / output_dir"):
-        return _run(cfg, method=method, device=device, rd=prepare_run_dir(rd, overwrite=cfg.overwrite),
-                    progress=progress, t_total=t_total)
+    if ranks is None:
+        with FolderLock(rd, what="run folder", fix="choose another run_name / output_dir"):
+            return _run(cfg, method=method, device=device, rd=prepare_run_dir(rd, overwrite=cfg.overwrite),
+                        progress=progress, t_total=t_total)
+    if not ranks.is_main:  # rank 0 claims the folder; the others learn whether it could
+        err = ranks.broadcast_object(None)
+        if err is not None:
+            raise DataDietError(f"rank 0 could not start the run: {err}")
+        rec = _run(cfg, method=method, device=device, rd=rd, progress=False, t_total=t_total, ranks=ranks)
+        ranks.barrier("the end of the run")
+        return rec
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(FolderLock(rd, what="run folder", fix="choose another run_name / output_dir"))
+            prepared = prepare_run_dir(rd, overwrite=cfg.overwrite)
+        except BaseException as e:
+            ranks.broadcast_object(f"{type(e).__name__}: {e}")
+            raise
+        ranks.broadcast_object(None)
+        rec = _run(cfg, method=method, device=device, rd=prepared, progress=progress, t_total=t_total, ranks=ranks)
+    ranks.barrier("the end of the run")  # the others waited while rank 0 evaluated and wrote the record
+    return rec
 
 
-def _run(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: float) -> dict[str, Any]:
+class _QuietRecord(RunRecord):
+    """The record of a rank other than 0: assembled the same way, never written."""
+
+    def save(self) -> None:
+        pass
+
+
+def _run(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: float, ranks: Any = None) -> dict[str, Any]:
     """The body of :func:`run`, inside the claimed run folder."""
     t = cfg.train
     if t.threads is not None:
         torch.set_num_threads(t.threads)
-    record = RunRecord(rd, {"config": cfg.to_dict(), "env": env_info(), "device": str(device), "seeds": {"train": t.seed, "split": cfg.data.split_seed}})
+    main = ranks is None or ranks.is_main
+    record = (RunRecord if main else _QuietRecord)(
+        rd, {"config": cfg.to_dict(), "env": env_info(), "device": str(device),
+             "seeds": {"train": t.seed, "split": cfg.data.split_seed},
+             "world_size": 1 if ranks is None else ranks.world_size,
+             **({} if ranks is None else {"backend": ranks.backend, "rank": ranks.rank})})
     record.save()
     try:
         ds, lm, train, test, collator, sel_info = prepare(cfg, device)
@@ -197,7 +245,7 @@ def _run(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: f
                                        "flipped_ids": [int(i) for i in flipped]})
 
         t0 = time.perf_counter()
-        ctx = plan_context(cfg, lm, train, collator, task=task, run_dir=rd)
+        ctx = plan_context(cfg, lm, train, collator, task=task, run_dir=rd if main else None, ranks=ranks)
         plan = method.plan(ctx)
         # Selection work reused from a cache (e.g. data_diet's scoring runs) was paid earlier: it
         # still counts, so that records compare methods at their full cost.
@@ -206,23 +254,28 @@ def _run(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: f
         positions = None
         if plan.selection is not None:
             positions = plan.selection.indices
-            plan.selection.save(rd / "selection.json")
+            if ranks is not None:  # every rank trains on rank 0's subset
+                positions = np.asarray(ranks.broadcast_object([int(p) for p in positions]), dtype=np.int64)
+            if main:
+                plan.selection.save(rd / "selection.json")
 
         engine = StepEngine(task=task, batch_size=t.batch_size, filters=plan.filters,
-                            pad_token_id=lm.pad_token_id, autocast_dtype=autocast)
+                            pad_token_id=lm.pad_token_id, autocast_dtype=autocast, ranks=ranks)
         ev = None
-        if t.eval_every:
+        if t.eval_every and main:
             ev = lambda: evaluate_model(model, test, task=task, collator=collator, batch_size=t.eval_batch_size,  # noqa: E731
                                         autocast_dtype=autocast, num_labels=num_labels, max_examples=t.eval_max_examples)
         res = fit(model, train, engine=engine, collator=collator, epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
                   warmup=t.warmup, schedule=t.schedule, schedule_by=t.schedule_by, max_grad_norm=t.max_grad_norm,
                   fused_adamw=t.fused_adamw, seed=t.seed, positions=positions, evaluate=ev, eval_every=t.eval_every,
-                  progress=progress, max_steps=t.max_steps)
+                  progress=progress, max_steps=t.max_steps, ranks=ranks)
         t0 = time.perf_counter()
-        final = evaluate_model(model, test, task=task, collator=collator, batch_size=t.eval_batch_size,
-                               autocast_dtype=autocast, num_labels=num_labels)
+        summary = engine.summary()  # several processes: a collective, so before rank 0 evaluates alone
+        final = {}
+        if main:
+            final = evaluate_model(model, test, task=task, collator=collator, batch_size=t.eval_batch_size,
+                                   autocast_dtype=autocast, num_labels=num_labels)
         eval_s = time.perf_counter() - t0 + res.eval_s
-        summary = engine.summary()
         n_train = len(train)
         metric = "accuracy" if task == "classification" else "perplexity"
         return record.finish(
@@ -231,13 +284,14 @@ def _run(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: f
             n_test=len(test),
             n_train_used=n_train if positions is None else len(positions),
             metric=metric,
-            value=final[metric],
+            value=final.get(metric),
             final=final,
             epochs=res.epochs,
             curve=res.curve,
             step_losses=res.losses,
             skip_history=_compress_history(engine.history),
-            counts={k: v for k, v in summary.items() if k not in ("timings", "filters")},
+            counts={k: v for k, v in summary.items() if k not in ("timings", "filters", "per_rank", "world_size")},
+            **({} if ranks is None else {"per_rank_counts": summary["per_rank"]}),
             filters=summary["filters"],
             plan_info=plan.info,
             timings={
@@ -246,6 +300,7 @@ def _run(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: f
                 "selection_reused_s": reused_s,
                 "train_s": res.train_s,
                 "filter_s": summary["timings"].get("filter_s", 0.0),
+                "sync_s": summary["timings"].get("sync_s", 0.0),  # several processes: datadiet's collectives
                 "eval_s": eval_s,
                 "total_s": time.perf_counter() - t_total,
             },

@@ -68,12 +68,46 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="re-run into a folder that holds a finished run (the old record is kept as a backup)")
     p.add_argument("--out", metavar="DIR", help="output folder for the run folder (config key output_dir)")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train data-parallel on N processes of this machine (one per GPU; on a CPU, gloo): starts "
+                        "`torchrun --standalone --nproc-per-node N -m datadiet train ...` with the other arguments")
+
+
+def _launch(argv: Sequence[str], nproc: int) -> int:
+    """``datadiet train --nproc N``: the same command on N processes, through torchrun."""
+    import os
+    import subprocess
+
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "--max-restarts=0", "-m", "datadiet", *rest]
+    log.info("launching %d processes: %s", nproc, " ".join(cmd))
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default; train.threads sets it per rank
+    return subprocess.call(cmd, env=env)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from ..config import load_config
     from ..runner import check_config, default_run_name, run
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise DataDietError(f"--nproc must be at least 1, got {args.nproc}")
+        if "WORLD_SIZE" in os.environ:
+            raise DataDietError("--nproc starts its own processes; under torchrun or accelerate launch leave it out")
+        if args.nproc > 1:
+            load_config(args.config, args.overrides)  # bad input fails here, once, not on every rank
+            return _launch(args.argv, args.nproc)
     cfg = load_config(args.config, args.overrides)
     if args.out:
         cfg.output_dir = args.out
@@ -85,7 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("train: %s | %s | method %s%s -> %s", cfg.data.name, cfg.model.name, cfg.method.name,
              f" ({params})" if params else "", run_dir)
     rec = run(cfg, progress=not args.quiet)
-    echo(format_run_summary(rec, run_dir))
+    if int(os.environ.get("RANK", "0")) == 0:  # several processes: rank 0 speaks for the run
+        echo(format_run_summary(rec, run_dir))
     return EXIT_OK
 
 
@@ -108,6 +143,8 @@ def format_run_summary(rec: dict[str, Any], run_dir: Path) -> str:
         f"{counts.get('examples_backpropagated', 0):,}  optimizer steps: {counts.get('optimizer_steps', 0):,}",
         f"run folder: {run_dir}",
     ]
+    if (rec.get("world_size") or 1) > 1:
+        lines.insert(2, f"processes: {rec['world_size']} ({rec.get('backend', '?')}), counts over all of them")
     return "\n".join(lines)
 
 
@@ -576,13 +613,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``datadiet`` command line; returns the exit status (0 ok, 2 bad input, 130 Ctrl-C)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        argv = list(argv) if argv is not None else sys.argv[1:]
+        args = parser.parse_args(argv)
+        args.argv = argv
     except SystemExit as e:  # --help, --version, or a usage error (argparse already printed it)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return EXIT_USAGE
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    import os
+
+    # several processes (torchrun): rank 0 tells the story, the others only warn
+    quiet = args.quiet or int(os.environ.get("RANK", "0") or 0) > 0
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
     logger, old_level = _setup_logging(level)
     try:
         return int(args.handler(args) or 0)

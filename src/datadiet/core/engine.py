@@ -45,7 +45,8 @@ from .._validate import check_choice, check_int
 from ..errors import DataDietError
 from ..functional.precision import autocast
 from ..functional.losses import lm_token_count, lm_token_terms, per_example_ce
-from .filter import ID_KEY, NOT_MODEL_INPUTS, WEIGHT_KEY, BatchView, OnlineFilter
+from .distributed import FLUSH, SUBMIT, columns_digest, shard_slice, tensor_digest
+from .filter import ID_KEY, NOT_MODEL_INPUTS, STEP_KEY, WEIGHT_KEY, BatchView, OnlineFilter
 
 Task = Literal["classification", "causal_lm"]
 
@@ -99,6 +100,11 @@ class StepEngine:
         (default: dropout off, so an example's loss does not depend on a dropout draw, and about
         1.8x faster than a train-mode forward for MiniLM on CPU) or ``"train"``. Kept examples
         are always re-forwarded in train mode for the gradient.
+    ranks
+        several processes (:class:`datadiet.core.distributed.Ranks`): every decision is taken on the
+        global batch (every rank's incoming batch, gathered), identically on every rank, and each
+        rank trains its share of every global training batch of ``batch_size * world_size``
+        examples; see :meth:`submit`. ``None`` (default): one process.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class StepEngine:
         autocast_dtype: torch.dtype | None = None,
         scoring_mode: str = "eval",
         loss_weighting: str = "example",
+        ranks: Any = None,
     ) -> None:
         self.loss_weighting = check_choice("loss_weighting", loss_weighting, ("example", "token"))
         self.scoring_mode = check_choice("scoring_mode", scoring_mode, ("eval", "train"))
@@ -131,6 +138,14 @@ class StepEngine:
         self._buffer: list[dict[str, torch.Tensor]] = []
         self._skipped: Counter[str] = Counter()
         self._announced: int | None = None  # the epoch the filters were last told about
+        self.ranks = ranks
+        self.world_size = 1 if ranks is None else int(ranks.world_size)
+        # several processes: the work of every rank together (identical on every rank, since every
+        # rank sees every decision); ``counts`` / ``skipped()`` are this rank's own work
+        self._global = Counts()
+        self._skipped_global: Counter[str] = Counter()
+        self._submits = 0
+        self._digest = 0  # checksum of the last global decision, compared across ranks at the next submit
 
     # ------------------------------------------------------------------ forward
     def model_inputs(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -181,9 +196,13 @@ class StepEngine:
         sums, items = self.loss_terms(self.forward(model, batch), batch)
         return sums / items.clamp(min=1)
 
-    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> float:
         """What a training batch counts for in the loss's denominator: its examples, or (token
-        weighting) the tokens its loss counts."""
+        weighting) the tokens its loss counts. A rank's share of a global batch (several processes)
+        counts for the global batch's units over the world size (data-parallel training averages
+        the ranks' gradients)."""
+        if STEP_KEY in batch:
+            return float(batch[STEP_KEY][0])
         if self.loss_weighting == "token" and self.task == "causal_lm":
             return int(lm_token_count(batch["input_ids"], batch.get("attention_mask"), batch.get("labels")).sum())
         return int(batch["input_ids"].shape[0])
@@ -201,13 +220,16 @@ class StepEngine:
             labels=batch.get("labels") if self.task == "classification" else None,
         )
 
-    def _apply(self, stage_filters, view, losses, keep, weight):
+    def _apply(self, stage_filters, view, losses, keep, weight, mine=None):
         for f in stage_filters:
             if not bool(keep.any()):
                 break
             d = f.decide(view, losses)
             newly = keep & ~d.keep.to(torch.bool)
             n = int(newly.sum())
+            if n and mine is not None:  # several processes: this rank counts its own examples
+                self._skipped_global[f.reason] += n
+                n = int((newly & mine).sum())
             if n:
                 self._skipped[f.reason] += n
             keep = keep & d.keep.to(torch.bool)
@@ -216,7 +238,13 @@ class StepEngine:
         return keep, weight
 
     def submit(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Filter one incoming batch; return the training batches now ready (0 or 1)."""
+        """Filter one incoming batch; return the training batches now ready (0 or 1).
+
+        Several processes (``ranks``): every rank calls this with its own incoming batch (it may
+        have no rows), and every rank gets back the same number of ready batches (see
+        :meth:`_submit_ranks`)."""
+        if self.ranks is not None:
+            return self._submit_ranks(model, batch)
         t0 = time.perf_counter()
         self._announce()
         n = int(batch["input_ids"].shape[0])
@@ -232,13 +260,7 @@ class StepEngine:
             # batch is kept whole and the filters get its losses from the training forward.
             if self.post and bool(keep.any()) and any(f.needs_scoring_forward() for f in self.post):
                 sub = _select(batch, keep) if not bool(keep.all()) else batch
-                was_training = model.training
-                model.train(self.scoring_mode == "train")
-                try:
-                    with torch.no_grad():
-                        sub_losses = self.per_example_loss(model, sub).detach().float().cpu()
-                finally:
-                    model.train(was_training)
+                sub_losses = self._score(model, sub)
                 m = int(sub["input_ids"].shape[0])
                 self.counts.examples_forwarded += m
                 self.counts.examples_forwarded_nograd += m
@@ -266,19 +288,162 @@ class StepEngine:
             ready.append(_collate(chunk, self.pad_token_id))
         return ready
 
+    def _score(self, model: torch.nn.Module, sub: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The no-grad scoring forward: per-example losses on the CPU. Runs the unwrapped module (a
+        DDP wrapper would start collectives that other ranks do not join)."""
+        inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        was_training = inner.training
+        inner.train(self.scoring_mode == "train")
+        try:
+            with torch.no_grad():
+                return self.per_example_loss(inner, sub).detach().float().cpu()
+        finally:
+            inner.train(was_training)
+
+    def _submit_ranks(self, model: torch.nn.Module, local: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """:meth:`submit` on several processes: global decisions, a global buffer, one share per rank.
+
+        1. The ranks check that they agree (this call's number, the epoch, the buffer, the batch's
+           columns and the checksum of the last decision) and raise ``RankMismatchError`` if not.
+        2. The incoming batches are gathered into the global batch (rank order). Pre-forward filters
+           decide on it on every rank: same inputs, same state, same decisions.
+        3. Post-forward filters: each rank scores its own surviving examples, the losses are
+           gathered, and the filters decide on the global losses.
+        4. Kept examples go to the global buffer (the same on every rank). Each global training
+           batch of ``batch_size * world_size`` examples is split into equal contiguous shares,
+           one per rank, each carrying the loss denominator of the global batch (``STEP_KEY``).
+
+        With no filters and full batches on every rank nothing is gathered: each rank's batch passes
+        through (with the global denominator), which is plain data-parallel training.
+        """
+        t0 = time.perf_counter()
+        R = self.ranks
+        self._announce()
+        self._submits += 1
+        n_local = int(local["input_ids"].shape[0])
+        header = R.agree(SUBMIT, {
+            "submit": self._submits, "epoch": self.epoch, "buffered": len(self._buffer),
+            "columns": columns_digest(local), "last_decision": self._digest}, extra=[n_local])
+        if any(h[6] > self.batch_size for h in header):
+            raise DataDietError(f"an incoming batch holds {max(h[6] for h in header)} examples, more than the engine's "
+                                f"batch size {self.batch_size}; build the engine with the loader's batch size per rank")
+        sizes = [h[6] for h in header]
+        n = sum(sizes)
+        B, W = self.batch_size, self.world_size
+        self.counts.examples_seen += n_local
+        self._global.examples_seen += n
+        row: dict[str, float] = {"epoch": self.epoch, "seen": n_local}
+        if not self.filters and not self._buffer and all(k == B for k in sizes):
+            self.history.append({**row, "kept": n_local})
+            self.timings["sync_s"] += time.perf_counter() - t0
+            units = self.loss_units(local)
+            if self.loss_weighting == "token" and self.task == "causal_lm":
+                units = R.sum([units], what="a batch's tokens")[0]
+            else:
+                units = float(n)
+            return [self._share(local, denominator=units / W, rows=n)]
+        glob = self._gather_batch(local)
+        self.timings["sync_s"] += time.perf_counter() - t0
+        offset = sum(sizes[: R.rank])
+        mine = torch.zeros(n, dtype=torch.bool)
+        mine[offset : offset + n_local] = True
+        keep = torch.ones(n, dtype=torch.bool)
+        weight = torch.ones(n)
+        if self.filters and n:
+            view = self._view(glob)
+            keep, weight = self._apply(self.pre, view, None, keep, weight, mine)
+            if self.post and bool(keep.any()) and any(f.needs_scoring_forward() for f in self.post):
+                local_keep = keep[mine]
+                m = int(local_keep.sum())
+                own = self._score(model, _select(local, local_keep)) if m else torch.zeros(0)
+                t1 = time.perf_counter()
+                scored, _ = R.gather_rows(own.float(), what="scoring losses")
+                self.timings["sync_s"] += time.perf_counter() - t1
+                self.counts.examples_forwarded += m
+                self.counts.examples_forwarded_nograd += m
+                self._global.examples_forwarded += int(keep.sum())
+                self._global.examples_forwarded_nograd += int(keep.sum())
+                losses = torch.full((n,), float("nan"))
+                losses[keep] = scored
+                row["full_loss"] = float(scored.mean())
+                keep, weight = self._apply(self.post, view, losses, keep, weight, mine)
+                mask = ~torch.isnan(losses)
+                seen = _view_select(view, mask)
+                for f in self.filters:
+                    f.observe(seen, losses[mask], trained=False)
+        self._digest = tensor_digest(keep, weight)
+        self.timings["filter_s"] += time.perf_counter() - t0
+        row["kept"] = int((keep & mine).sum())
+        self.history.append(row)
+        if bool(keep.any()):
+            self._buffer.extend(_rows(glob, keep, weight if not bool((weight == 1).all()) else None))
+        ready = []
+        while len(self._buffer) >= B * W:
+            chunk, self._buffer = self._buffer[: B * W], self._buffer[B * W :]
+            ready.append(self._split(chunk))
+        return ready
+
+    def _gather_batch(self, local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every rank's incoming batch, concatenated in rank order (per-token columns right-padded)."""
+        out = {}
+        for k in sorted(local):
+            pad = self.pad_token_id if k == "input_ids" else (-100 if k == "labels" else 0)
+            out[k], _ = self.ranks.gather_rows(local[k].cpu(), pad=pad, what=f"the batch column {k!r}")
+        return out
+
+    def _share(self, batch: dict[str, torch.Tensor], *, denominator: float, rows: int,
+               participation: bool = False) -> dict[str, torch.Tensor]:
+        out = dict(batch)
+        out[STEP_KEY] = torch.tensor([float(denominator), float(rows), 1.0 if participation else 0.0],
+                                     dtype=torch.float64)
+        return out
+
+    def _split(self, chunk: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """This rank's share of a global training batch (a list of rows), with the global denominator.
+        A rank whose share is empty (fewer rows than ranks) gets one zero-weight row to take part in
+        the gradient all-reduce; it counts as no work."""
+        R, W = self.ranks, self.world_size
+        if self.loss_weighting == "token" and self.task == "causal_lm":
+            units = float(sum(int(lm_token_count(r["input_ids"][None], None if "attention_mask" not in r else
+                                                 r["attention_mask"][None], None if "labels" not in r else
+                                                 r["labels"][None]).sum()) for r in chunk))
+        else:
+            units = float(len(chunk))
+        mine = chunk[shard_slice(len(chunk), rank=R.rank, world_size=W)]
+        if not mine:
+            row = dict(chunk[0])
+            row[WEIGHT_KEY] = torch.tensor(0.0)
+            return self._share(_collate([row], self.pad_token_id), denominator=max(units, 1.0) / W, rows=len(chunk),
+                               participation=True)
+        return self._share(_collate([dict(r) for r in mine], self.pad_token_id), denominator=max(units, 1.0) / W,
+                           rows=len(chunk))
+
     def flush(self) -> list[dict[str, torch.Tensor]]:
-        """Emit the partial training batch left in the buffer (end of an epoch)."""
+        """Emit the partial training batch left in the buffer (end of an epoch).
+
+        Several processes: every rank calls it; the buffer is global, so every rank gets its share
+        of the same last batch (or none, on every rank)."""
+        if self.ranks is not None:  # a checkpoint: a rank still submitting batches raises instead of hanging
+            self.ranks.agree(FLUSH, {"epoch": self.epoch, "buffered": len(self._buffer)})
         if not self._buffer:
             return []
         chunk, self._buffer = self._buffer, []
+        if self.ranks is not None:
+            return [self._split(chunk)]
         return [_collate(chunk, self.pad_token_id)]
 
     def drop_buffer(self, reason: str) -> int:
-        """Discard the buffered kept examples, counting them as skipped under ``reason``."""
+        """Discard the buffered kept examples, counting them as skipped under ``reason`` (several
+        processes: the global buffer is shared out over the ranks' counts as a batch would be)."""
         n = len(self._buffer)
         if n:
             self._buffer = []
-            self._skipped[reason] += n
+            if self.ranks is not None:
+                self._skipped_global[reason] += n
+                s = shard_slice(n, rank=self.ranks.rank, world_size=self.world_size)
+                n = s.stop - s.start
+            if n:
+                self._skipped[reason] += n
         return n
 
     @property
@@ -304,6 +469,11 @@ class StepEngine:
 
         Counts the examples as forwarded with grad and as backpropagated (the caller is expected
         to call ``loss.backward()``), and feeds the per-example losses back to the filters.
+
+        Several processes: ``batch`` is this rank's share of a global training batch; its
+        denominator is the global one (``STEP_KEY``), and the filters observe the losses of the
+        whole global batch (gathered), so their state stays the same on every rank. A share that
+        only participates (a zero-weight row) has a zero loss and counts as no work.
         """
         if outputs is None:
             outputs = self.forward(model, batch)
@@ -315,20 +485,57 @@ class StepEngine:
             num, units = (sums if w is None else sums * w).sum(), items.sum()
         else:
             num, units = (losses if w is None else losses * w).sum(), losses.numel()
+        step = batch.get(STEP_KEY)
+        if denominator is None and step is not None:
+            denominator = float(step[0])
         loss = num / (float(denominator) if denominator is not None else max(int(units), 1))
-        m = int(losses.shape[0])
+        only_participates = step is not None and bool(step[2] > 0)
+        m = 0 if only_participates else int(losses.shape[0])
         self.counts.examples_forwarded += m
         self.counts.examples_forwarded_grad += m
         self.counts.examples_backpropagated += m
+        if step is not None:
+            g = int(step[1])
+            self._global.examples_forwarded += g
+            self._global.examples_forwarded_grad += g
+            self._global.examples_backpropagated += g
         if self.filters and ID_KEY in batch:
             det = losses.detach().float().cpu()
             view = self._view(batch)
+            if self.ranks is not None:
+                t0 = time.perf_counter()
+                view, det = self._gather_view(view, det, 0 if only_participates else m)
+                self.timings["sync_s"] += time.perf_counter() - t0
             for f in self.filters:
                 f.observe(view, det, trained=True)
         return loss, losses
 
+    def _gather_view(self, view: BatchView, losses: torch.Tensor, m: int) -> tuple[BatchView, torch.Tensor]:
+        """The first ``m`` rows of every rank's view and losses, concatenated in rank order."""
+        def g(t, pad=0):
+            return self.ranks.gather_rows(t[:m].cpu(), pad=pad, what="training losses")[0]
+
+        am = None if view.attention_mask is None else g(view.attention_mask)
+        labels = None if view.labels is None else g(view.labels, pad=-100)
+        return BatchView(ids=g(view.ids), input_ids=g(view.input_ids, self.pad_token_id), attention_mask=am,
+                         labels=labels), g(losses)
+
     def note_optimizer_step(self) -> None:
         self.counts.optimizer_steps += 1
+        if self.ranks is not None:
+            self._global.optimizer_steps += 1
+
+    @property
+    def global_counts(self) -> Counts:
+        """The work of every rank together (one process: :attr:`counts`); the same on every rank."""
+        if self.ranks is None:
+            return self.counts
+        self._global.skipped = dict(self._skipped_global)
+        return self._global
+
+    def global_skipped(self) -> dict[str, int]:
+        """Skipped examples per reason, over every rank."""
+        return dict(self._skipped) if self.ranks is None else dict(self._skipped_global)
 
     def step(
         self,
@@ -390,7 +597,7 @@ class StepEngine:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             self.note_optimizer_step()
-            total += float(loss.detach())
+            total += float(loss.detach()) if self.ranks is None else self.ranks.sum([float(loss.detach())], what="a step's loss")[0] / self.world_size
             nb += int(losses.shape[0])
             steps += 1
         self.timings["train_s"] += time.perf_counter() - t0
@@ -401,9 +608,16 @@ class StepEngine:
         return dict(self._skipped)
 
     def summary(self) -> dict[str, Any]:
+        """Counts (over every rank), timings and the filters' telemetry. Several processes: also
+        ``world_size`` and ``per_rank`` (every rank's own counts; a collective, so every rank calls it)."""
         c = self.counts
         c.skipped = dict(self._skipped)
-        out = c.as_dict()
+        if self.ranks is None:
+            out = c.as_dict()
+        else:
+            out = self.global_counts.as_dict()
+            out["world_size"] = self.world_size
+            out["per_rank"] = self.ranks.gather_objects(c.as_dict())
         out["timings"] = dict(self.timings)
         out["filters"] = {type(f).__name__: f.telemetry() for f in self.filters}
         return out
@@ -416,6 +630,9 @@ class StepEngine:
             "announced": self._announced,
             "buffer": [dict(r) for r in self._buffer],
             "filters": [f.state_dict() for f in self.filters],
+            **({} if self.ranks is None else {"ranks": {
+                "world_size": self.world_size, "global": self._global.as_dict(),
+                "skipped_global": dict(self._skipped_global), "submits": self._submits, "digest": self._digest}}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -431,6 +648,14 @@ class StepEngine:
             )
         for f, s in zip(self.filters, state["filters"]):
             f.load_state_dict(s)
+        r = state.get("ranks")
+        if (r["world_size"] if r else 1) != self.world_size:
+            raise DataDietError(f"this state was saved by a run on {r['world_size'] if r else 1} processes; resume it "
+                                f"on as many (this run has {self.world_size})")
+        if r:
+            self._global = Counts(**r["global"])
+            self._skipped_global = Counter(r["skipped_global"])
+            self._submits, self._digest = int(r["submits"]), int(r["digest"])
 
 
 # ---------------------------------------------------------------------- batch helpers (pure)

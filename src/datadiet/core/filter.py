@@ -31,8 +31,11 @@ Stage = Literal["pre_forward", "post_forward"]
 ID_KEY = "example_id"
 #: the batch column of per-example loss weights the engine adds when a filter sets weights.
 WEIGHT_KEY = "_weight"
+#: several processes: the column the engine adds to the share of a global training batch it hands one
+#: rank, ``[loss denominator, rows of the global batch, 1 if this rank only participates]`` (float64).
+STEP_KEY = "_global_step"
 #: batch columns that are never model inputs (ids, weights, labels, causal-LM document ids).
-NOT_MODEL_INPUTS = frozenset({ID_KEY, WEIGHT_KEY, "labels", "doc_id"})
+NOT_MODEL_INPUTS = frozenset({ID_KEY, WEIGHT_KEY, STEP_KEY, "labels", "doc_id"})
 
 
 @dataclass(frozen=True)

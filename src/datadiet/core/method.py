@@ -37,7 +37,10 @@ class PlanContext:
     ``ids`` order where the front end has them (sentence encoders read them). ``build_model(seed)``
     returns a fresh copy of the model as it was before training (scoring runs train those).
     The training settings (``batch_size`` .. ``bf16``) are the run's, for methods that train or
-    score with the model before the run (their cost is timed as selection). ``out_dir``: where a
+    score with the model before the run (their cost is timed as selection). ``ranks``: the process
+    group (:class:`datadiet.core.distributed.Ranks`) when the run has several processes, else
+    ``None``; a plan runs on every rank, shards its per-example work with it and must give every
+    rank the same result. ``out_dir``: where a
     method may leave files (e.g. data_diet's ``scores.json``); ``None`` writes nothing.
     """
 
@@ -67,6 +70,7 @@ class PlanContext:
     bf16: bool = False
     eval_batch_size: int = 64
     out_dir: Any = None
+    ranks: Any = None
 
     @property
     def autocast_dtype(self):

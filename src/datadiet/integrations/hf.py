@@ -84,6 +84,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core import distributed
 from ..core.engine import StepEngine
 from ..core.filter import ID_KEY, NOT_MODEL_INPUTS
 from ..errors import ConfigError, DataDietError, missing_extra
@@ -102,6 +103,11 @@ log = logging.getLogger(__name__)
 LEFTOVER_REASON = "buffer_leftover"
 #: the file in every Trainer checkpoint folder that holds datadiet's state.
 STATE_FILE = "datadiet_state.pt"
+
+
+def state_file(rank: int) -> str:
+    """The name of a rank's datadiet state in a checkpoint folder (rank 0: ``STATE_FILE``)."""
+    return STATE_FILE if rank == 0 else f"datadiet_state.rank{rank}.pt"
 WEIGHTINGS = ("token", "sequence")
 
 
@@ -256,6 +262,8 @@ class DataDietMixin:
             raise ConfigError(f"loss_weighting must be one of {WEIGHTINGS}, got {loss_weighting!r}")
         super().__init__(*args, **kwargs)
         self._dd_check_args()
+        #: the process group when the Trainer runs on several processes (torchrun / accelerate launch)
+        self.datadiet_ranks = distributed.current() if self.args.world_size > 1 else None
         self.datadiet_task = self._dd_task(task)
         self._dd_filters = list(filters)
         self._dd_weighting = "token" if (self.datadiet_task == "causal_lm" and loss_weighting == "token") else "example"
@@ -269,7 +277,7 @@ class DataDietMixin:
     def _dd_engine(self, filters: Sequence[OnlineFilter]) -> StepEngine:
         return StepEngine(task=self.datadiet_task, batch_size=self.args.train_batch_size, filters=filters,
                           pad_token_id=_pad_token_id(getattr(self, "processing_class", None)), autocast_dtype=None,
-                          loss_weighting=self._dd_weighting)
+                          loss_weighting=self._dd_weighting, ranks=self.datadiet_ranks)
 
     def _dd_task(self, task: str | None) -> str:
         inferred = infer_task(self.model)
@@ -288,10 +296,22 @@ class DataDietMixin:
 
     def _dd_check_args(self) -> None:
         args = self.args
-        if args.world_size > 1:
+        if getattr(args, "n_gpu", 1) > 1:
             raise DataDietError(
-                f"DataDietMixin runs in one process only, but this run has {args.world_size} processes: "
-                "ranks would disagree on which steps have a backward. Launch a single process.")
+                f"DataDietMixin needs one process per GPU, but this process drives {args.n_gpu} GPUs "
+                "(torch.nn.DataParallel); launch with `torchrun --nproc-per-node N` or `accelerate launch`.")
+        if args.world_size > 1 and (getattr(args, "fsdp", None) or getattr(self, "is_fsdp_enabled", False)):
+            raise DataDietError(
+                "DataDietMixin supports several processes with DDP only; FSDP is not tested with datadiet yet. "
+                "Drop the fsdp settings (plain DDP: torchrun / accelerate launch without an FSDP config).")
+        if args.world_size > 1 and (getattr(args, "deepspeed", None) or getattr(self, "is_deepspeed_enabled", False)):
+            raise DataDietError(
+                "DataDietMixin supports several processes with DDP only; DeepSpeed (ZeRO) is not tested with datadiet "
+                "yet. Drop the deepspeed config (plain DDP: torchrun / accelerate launch without DeepSpeed).")
+        if args.world_size > 1 and not distributed.is_initialized():
+            raise DataDietError(
+                f"this run has {args.world_size} processes but no torch.distributed process group; launch it with "
+                "torchrun or accelerate launch.")
         if args.fp16:
             raise DataDietError(
                 "DataDietMixin does not support fp16=True: its gradient scaler fails on an optimizer step where every "
@@ -363,7 +383,8 @@ class DataDietMixin:
         sched = {"linear": "linear", "constant": "constant", "constant_with_warmup": "constant"}.get(
             str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)), "linear")
         return PlanContext(
-            ids=ids, labels=labels, seed=int(args.seed), task=self.datadiet_task, batch_size=int(args.train_batch_size),
+            ids=ids, labels=labels, seed=int(args.seed), task=self.datadiet_task,
+            batch_size=int(args.train_batch_size) * max(1, int(args.world_size)), ranks=self.datadiet_ranks,
             epochs=epochs, max_steps=int(args.max_steps) if args.max_steps and args.max_steps > 0 else None,
             model=model, tokenizer=getattr(self, "processing_class", None),
             pad_token_id=_pad_token_id(getattr(self, "processing_class", None)), model_name=name,
@@ -389,7 +410,10 @@ class DataDietMixin:
         self.datadiet_plan_info = {**plan.info, "selection_s": time.perf_counter() - t0 + reused}
         filters = list(plan.filters) + list(self._dd_filters)
         if plan.selection is not None:
-            self._dd_select(plan.selection.ids, ids=ctx.ids)
+            keep = plan.selection.ids
+            if self.datadiet_ranks is not None:  # every rank trains on rank 0's subset
+                keep = self.datadiet_ranks.broadcast_object([int(i) for i in keep])
+            self._dd_select(keep, ids=ctx.ids)
         log.info("datadiet: planned %s in %.1f s (%d filters%s)", self.datadiet_method.name,
                  self.datadiet_plan_info["selection_s"], len(filters),
                  "" if plan.selection is None else f", {len(plan.selection)} of {plan.selection.n_total} examples")
@@ -418,11 +442,11 @@ class DataDietMixin:
             ckpt = get_last_checkpoint(self.args.output_dir)
         state = None
         if isinstance(ckpt, (str, os.PathLike)):
-            path = os.path.join(ckpt, STATE_FILE)
+            path = os.path.join(ckpt, state_file(0 if self.datadiet_ranks is None else self.datadiet_ranks.rank))
             if os.path.exists(path):
                 state = torch.load(path, map_location="cpu", weights_only=True)
             elif self._dd_needs_ids():
-                raise DataDietError(f"checkpoint {str(ckpt)!r} has no {STATE_FILE}: it was not written by a "
+                raise DataDietError(f"checkpoint {str(ckpt)!r} has no {os.path.basename(path)}: it was not written by a "
                                     "DataDietMixin trainer, so its filters' state is lost; resume from a datadiet "
                                     "checkpoint, or start over")
         if state is not None and state.get("selection_ids") is not None and self.datadiet_method is not None:
@@ -527,8 +551,11 @@ class DataDietMixin:
         model.train(was_training)
         denominator = float(sum(engine.loss_units(r) for r in ready)) or 1.0
         per_step: list[list[dict[str, torch.Tensor]]] = [[] for _ in incoming]
+        k = len(incoming)
         for i, r in enumerate(ready):
-            per_step[min(i, len(incoming) - 1)].append(r)
+            # right-aligned: the window's last micro-step, the one the Trainer runs outside DDP's no_sync,
+            # always has a backward when any micro-step has one, so the gradients are all-reduced
+            per_step[min(i, k - 1) if len(ready) >= k else k - len(ready) + i].append(r)
         self._dd_pending_step = bool(ready)
         return [_MicroStep(rs, denominator) for rs in per_step]
 
@@ -615,18 +642,22 @@ class DataDietMixin:
     def datadiet_train_loss(self) -> float | None:
         """The mean training loss over the optimizer steps that trained, over the whole run."""
         d = self._dd_loss
-        return float(d["run_sum"]) / d["run_steps"] if d["run_steps"] else None
+        if not d["run_steps"]:
+            return None
+        if self.datadiet_ranks is not None:  # a collective: every rank calls it (the Trainer's end-of-train log does)
+            return self.datadiet_ranks.sum([float(d["run_sum"])])[0] / self.datadiet_ranks.world_size / d["run_steps"]
+        return float(d["run_sum"]) / d["run_steps"]
 
     def datadiet_logs(self) -> dict[str, float]:
         """The engine's counts as ``datadiet/...`` log entries."""
-        c = self.datadiet_engine.counts
+        c = self.datadiet_engine.global_counts  # every rank's work (one process: its own)
         out: dict[str, float] = {
             "datadiet/examples_seen": c.examples_seen,
             "datadiet/examples_forwarded": c.examples_forwarded,
             "datadiet/examples_backpropagated": c.examples_backpropagated,
             "datadiet/optimizer_steps": c.optimizer_steps,
         }
-        for reason, n in sorted(self.datadiet_engine.skipped().items()):
+        for reason, n in sorted(self.datadiet_engine.global_skipped().items()):
             out[f"datadiet/skipped/{reason}"] = n
         if "selection_s" in self.datadiet_plan_info:
             out["datadiet/selection_s"] = round(float(self.datadiet_plan_info["selection_s"]), 3)
@@ -643,15 +674,20 @@ class DataDietMixin:
         if hasattr(self, "datadiet_engine") and (getattr(self, "is_in_train", False) or "train_loss" in logs):
             d = self._dd_loss
             if "loss" in logs:
-                if d["steps"]:
+                if d["steps"] and self.datadiet_ranks is not None:
+                    # each rank's loss is its share of the global batch's: their mean is the global loss (the
+                    # Trainer's own logging gathers here too, on every rank)
+                    logs["loss"] = self.datadiet_ranks.sum([float(d["sum"])])[0] / self.datadiet_ranks.world_size / d["steps"]
+                elif d["steps"]:
                     logs["loss"] = float(d["sum"]) / d["steps"]
                 else:
                     logs.pop("loss")
                 d["sum"], d["steps"] = 0.0, 0
             if "grad_norm" in logs and not self._dd_last_trained:
                 logs.pop("grad_norm")
-            if "train_loss" in logs and self.datadiet_train_loss() is not None:
-                logs["train_loss"] = self.datadiet_train_loss()
+            run_loss = self.datadiet_train_loss() if "train_loss" in logs else None
+            if run_loss is not None:
+                logs["train_loss"] = run_loss
             logs.update(self.datadiet_logs())
         super().log(logs, *args, **kwargs)
 
@@ -764,9 +800,11 @@ class DataDietCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(folder):
-            tmp = os.path.join(folder, STATE_FILE + ".tmp")
+            r = self.trainer.datadiet_ranks
+            name = state_file(0 if r is None else r.rank)
+            tmp = os.path.join(folder, name + ".tmp")
             torch.save(self.trainer.datadiet_state(), tmp)
-            os.replace(tmp, os.path.join(folder, STATE_FILE))
+            os.replace(tmp, os.path.join(folder, name))
 
     def on_epoch_end(self, args, state, control, **kwargs):
         c = self.engine.counts.as_dict()
