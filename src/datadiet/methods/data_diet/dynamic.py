@@ -23,7 +23,8 @@ optimizer steps over the steps full training would take, so the LR never finishe
 
 The filter takes a ``score_fn`` returning one EL2N score per training example (dataset order),
 so it works with any front end whose engine calls ``on_epoch_start``; :func:`el2n_score_fn`
-builds one for a model, dataset and collator.
+builds one for a model, dataset and collator (several processes: each rank scores its shard of the
+pool and the shards are gathered).
 """
 
 from __future__ import annotations
@@ -49,15 +50,30 @@ DYNAMIC_MODES = ("top", "bottom", "offset")
 
 
 def el2n_score_fn(model: torch.nn.Module, dataset, *, collator, batch_size: int = 64,
-                  autocast_dtype: torch.dtype | None = None) -> Callable[[], np.ndarray]:
-    """A ``score_fn``: EL2N of every example of ``dataset`` under ``model`` as it is when called."""
-    from .scores import forward_scores
+                  autocast_dtype: torch.dtype | None = None, ranks=None) -> Callable[[], np.ndarray]:
+    """A ``score_fn``: EL2N of every example of ``dataset`` under ``model`` as it is when called.
 
-    def score() -> np.ndarray:
-        return forward_scores(model, dataset, collator=collator, batch_size=batch_size,
-                              autocast_dtype=autocast_dtype, head=False)["el2n"]
+    ``ranks`` (several processes): each call scores only this rank's contiguous shard
+    (``ranks.shard(n)``) and gathers the shards (``gather_rows``), so the pool is scored once in all,
+    not once per rank, and every rank gets every score; every rank must call it at the same time
+    (each rank's filter does, at the same epoch start)."""
+    from .scores import forward_scores, sharded_rows, subset, unwrap_ddp
 
-    return score
+    if ranks is None:
+        def score() -> np.ndarray:
+            return forward_scores(model, dataset, collator=collator, batch_size=batch_size,
+                                  autocast_dtype=autocast_dtype, head=False)["el2n"]
+
+        return score
+
+    def score_shard(positions) -> np.ndarray:
+        return forward_scores(unwrap_ddp(model), subset(dataset, positions), collator=collator,
+                              batch_size=batch_size, autocast_dtype=autocast_dtype, head=False)["el2n"]
+
+    def score_sharded() -> np.ndarray:
+        return sharded_rows(ranks, len(dataset), score_shard, empty=np.zeros(0, dtype=np.float64))
+
+    return score_sharded
 
 
 class DataDietDynamic(OnlineFilter):
@@ -189,6 +205,8 @@ class DataDietDynamicMethod(Method):
             mode=self.mode, keep=self.keep, offset=self.offset, stratified=self.stratified, modes=DYNAMIC_MODES)))
 
     def plan(self, ctx):
+        """The filter for ``ctx``; with ``ctx.ranks`` (several processes) its re-scoring is sharded
+        over the ranks (:func:`el2n_score_fn`)."""
         from ...core.method import Plan
 
         if ctx.task != "classification":
@@ -201,7 +219,7 @@ class DataDietDynamicMethod(Method):
                               "or a smaller start_epoch")
         model, batch_size, autocast = ctx.model, ctx.eval_batch_size, ctx.autocast_dtype
         fn = el2n_score_fn(model, ctx.train_dataset, collator=ctx.collator, batch_size=batch_size,
-                           autocast_dtype=autocast)
+                           autocast_dtype=autocast, ranks=getattr(ctx, "ranks", None))
         f = DataDietDynamic(ids=np.asarray(ctx.ids), score_fn=fn, keep=self.keep, every=self.every,
                             start_epoch=self.start_epoch, epochs=ctx.epochs, mode=self.mode, offset=self.offset,
                             labels=ctx.labels, stratified=self.stratified)

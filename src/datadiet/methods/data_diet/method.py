@@ -265,7 +265,11 @@ class DataDiet(Method):
         return steps_for_epochs(self.score_epochs, n=n, batch_size=batch_size)
 
     def compute_scores(self, ctx, *, progress: bool = False):
-        """Run (or reuse from the cache) the scoring runs for ``ctx``; returns a ``ScoreResult``."""
+        """Run (or reuse from the cache) the scoring runs for ``ctx``; returns a ``ScoreResult``.
+
+        With ``ctx.ranks`` (several processes) the runs are shared out over the ranks round-robin and
+        gathered (:func:`~datadiet.methods.data_diet.score_runs.compute_scores`): every rank gets the
+        same result."""
         from .score_runs import ScoreCache, TrainSettings, compute_scores, data_fingerprint
 
         if ctx.task != "classification":
@@ -291,7 +295,8 @@ class DataDiet(Method):
                 cache_base["model"] = weights_fingerprint(ctx.model)
         return compute_scores(kind=self.score, seeds=seeds, steps=steps, build_model=build, dataset=ctx.train_dataset,
                               collator=ctx.collator, settings=settings, labels=ctx.labels,
-                              cache=ScoreCache() if self.cache else None, cache_base=cache_base, progress=progress)
+                              cache=ScoreCache() if self.cache else None, cache_base=cache_base, progress=progress,
+                              ranks=getattr(ctx, "ranks", None))
 
     def select_from_scores(self, result, *, seed: int | None = None) -> Selection:
         """Apply this method's selector to precomputed scores (a ``ScoreResult``, e.g. from a scores file)."""
@@ -308,6 +313,9 @@ class DataDiet(Method):
                                 params={"score": result.kind}, info=info)
 
     def plan(self, ctx):
+        """The selection for ``ctx``. With ``ctx.ranks`` (several processes) it runs on every rank: the
+        scoring runs are shared out over the ranks and gathered, every rank selects the same subset,
+        and only rank 0 writes ``scores.json``."""
         from ...core.method import Plan
 
         if self.mode == "random":  # the baseline: no scoring runs at all
@@ -318,7 +326,8 @@ class DataDiet(Method):
         result = self.compute_scores(ctx)
         if not np.array_equal(result.ids, np.asarray(ctx.ids)):
             raise DataDietError("the scored examples do not match the training set's ids; clear the score cache")
-        if ctx.out_dir is not None:
+        ranks = getattr(ctx, "ranks", None)
+        if ctx.out_dir is not None and (ranks is None or ranks.is_main):  # several processes: rank 0 writes
             result.save(Path(ctx.out_dir) / "scores.json")
         sel = self.select_from_scores(result, seed=ctx.seed)
         scoring = {"kind": result.kind, "seeds": list(result.seeds), "steps": result.steps, "cost_s": result.cost_s,

@@ -16,6 +16,10 @@ run is measured and returned. Runs are cached on disk, one entry per (seed, scor
 model name, a hash of the tokenized training data (ids, tokens, labels), the step count and every
 training setting; an entry stores the wall-clock it cost when it was computed, and a cache hit
 reports that original cost (``cost_s``) next to what was spent now (``spent_s``).
+
+Several processes (``ranks``): the S runs are shared out round-robin (run ``j`` on rank
+``j % world_size``), each trained and scored locally exactly as one process would, and gathered so
+that every rank averages the same S score vectors; a rank reads and writes only its own runs' entries.
 """
 
 from __future__ import annotations
@@ -241,6 +245,7 @@ def compute_scores(
     cache: ScoreCache | None = None,
     cache_base: dict[str, Any] | None = None,
     progress: bool = False,
+    ranks=None,
 ) -> ScoreResult:
     """Run (or take from ``cache``) one scoring run per seed and average their ``kind`` scores.
 
@@ -248,6 +253,13 @@ def compute_scores(
     on the device to use. ``cache_base`` identifies model, data and settings (see
     :func:`data_fingerprint`); caching is off when ``cache`` or ``cache_base`` is ``None``.
     Each run also stores the scores it gets for free (EL2N and head GraNd share one forward).
+
+    ``ranks`` (several processes, :class:`datadiet.core.distributed.Ranks`; every rank calls this):
+    run ``j`` belongs to rank ``j % world_size``, which trains and scores it exactly as one process
+    would (a local :func:`datadiet.loop.fit`) and alone reads and writes its cache entries; the
+    per-run scores, costs and cache hits are then gathered, so every rank returns the same result
+    (``cost_s``: the sum of every run's cost, as in one process; ``spent_s``: this rank's wall-clock).
+    Ranks that own no run (fewer runs than ranks) wait at the gather.
     """
     kind = check_choice("score", kind, SCORES)
     seeds = tuple(check_int("seed", s, min=0) for s in seeds)
@@ -257,17 +269,17 @@ def compute_scores(
     ids = np.asarray([int(dataset[i][ID_KEY]) for i in range(len(dataset))], dtype=np.int64)
     use_cache = cache is not None and cache_base is not None
     t_all = time.perf_counter()
-    rows, costs, hits = [], [], []
-    impl = None
-    for seed in seeds:
+    if ranks is not None:
+        progress = progress and ranks.is_main  # bars for rank 0's runs only
+
+    def one_run(seed: int) -> tuple[np.ndarray, float, bool, str | None]:
+        """``(scores, cost_s, from the cache, GraNd implementation or None)`` of the run ``seed``."""
         key = ScoreCache.key(cache_base, kind=kind, seed=seed, steps=steps) if use_cache else None
         got = cache.get(key, ids) if use_cache else None
         if got is not None:
             log.info("scoring run seed %d: %s scores from the cache (cost %.1f s when computed)", seed, kind, got[1])
-            rows.append(got[0])
-            costs.append(got[1])
-            hits.append(True)
-            continue
+            return got[0], got[1], True, None
+        impl = None
         t0 = time.perf_counter()
         model = build_model(seed)
         trained = train_steps(model, dataset, collator=collator, steps=steps, settings=settings, seed=seed,
@@ -298,16 +310,74 @@ def compute_scores(
                 if k != kind and cache.get(k_key, ids) is not None:
                     continue
                 cache.put(k_key, ids, v, c, {**cache_base, "kind": k, "seed": seed, "steps": steps})
-        rows.append(per_kind[kind][0])
-        costs.append(per_kind[kind][1])
-        hits.append(False)
+        return per_kind[kind][0], per_kind[kind][1], False, impl
+
+    if ranks is None:
+        runs = [one_run(seed) for seed in seeds]
+    else:
+        runs = _runs_over_ranks(ranks, seeds, one_run, n=len(ids), kind=kind, steps=steps)
+    rows = [r[0] for r in runs]
+    costs = [r[1] for r in runs]
+    hits = [r[2] for r in runs]
+    impls = [r[3] for r in runs if r[3] is not None]
+    impl = impls[-1] if impls else None
     per_seed = np.stack([np.asarray(r, dtype=np.float64) for r in rows])
     info: dict[str, Any] = {"run_cost_s": [float(c) for c in costs], "settings": asdict(settings)}
     if cache_base is not None:
         info["key"] = cache_base
     if impl is not None:
         info["grand_implementation"] = impl
+    if ranks is not None:
+        info["run_rank"] = [j % ranks.world_size for j in range(len(seeds))]
     return ScoreResult(kind=kind, ids=ids, scores=mean_over_runs(per_seed), per_seed=per_seed, seeds=seeds,
                        steps=steps, cost_s=float(sum(costs)), spent_s=time.perf_counter() - t_all,
                        cached=tuple(hits), labels=None if labels is None else np.asarray(labels, dtype=np.int64),
                        info=info)
+
+
+def _runs_over_ranks(ranks, seeds: tuple[int, ...], one_run, *, n: int, kind: str, steps: int) -> list[tuple]:
+    """Several processes: each rank does the runs it owns (run ``j`` on rank ``j % world_size``), then
+    every run's scores (``gather_rows``, float64) and cost / cache hit / GraNd implementation
+    (``gather_objects``) are gathered; returns every run's ``one_run`` tuple in seed order, on every rank."""
+    from ...core.distributed import RankMismatchError
+
+    W, r = ranks.world_size, ranks.rank
+    ranks.agree("data_diet's scoring runs", {"examples": n, "runs": len(seeds), "first_seed": seeds[0],
+                                             "steps": steps, "score": SCORES.index(kind)},
+                fix="give every rank the whole training set and the same data_diet parameters")
+    mine = list(range(r, len(seeds), W))
+    done: list[tuple] = []
+    failed: BaseException | None = None
+    for j in mine:
+        try:
+            done.append(one_run(seeds[j]))
+        except Exception as e:  # noqa: BLE001 - told to every rank below (so none waits forever), then re-raised
+            failed = e
+            break
+    ok = failed is None
+    said = None if ok else f"{type(failed).__name__}: {failed}"
+    meta = ranks.gather_objects({"runs": mine if ok else [], "failed": said,
+                                 "meta": [(float(d[1]), bool(d[2]), d[3]) for d in done] if ok else []})
+    if failed is not None:
+        raise failed
+    errors = [(k, m["failed"]) for k, m in enumerate(meta) if m["failed"]]
+    if errors:
+        raise DataDietError("a data_diet scoring run failed on another rank ("
+                            + "; ".join(f"rank {k}: {msg}" for k, msg in errors) + ")")
+    # one row per owned run; a rank that owns none sends [0, n]
+    rows = np.stack([np.asarray(d[0], dtype=np.float64) for d in done]) if done else np.zeros((0, n), dtype=np.float64)
+    full, counts = ranks.gather_rows(torch.from_numpy(rows))
+    full = full.cpu().numpy()
+    out: list[tuple | None] = [None] * len(seeds)
+    start = 0
+    for k, m in enumerate(meta):
+        if counts[k] != len(m["runs"]):
+            raise RankMismatchError(f"rank {k} sent {counts[k]} score rows for runs {m['runs']}")
+        for t, j in enumerate(m["runs"]):
+            cost, hit, impl = m["meta"][t]
+            out[j] = (full[start + t], cost, hit, impl)
+        start += counts[k]
+    missing = [j for j, o in enumerate(out) if o is None]
+    if missing:
+        raise RankMismatchError(f"no rank did scoring runs {missing}")
+    return out  # type: ignore[return-value]

@@ -114,6 +114,29 @@ class _HeadProbe:
         self._h.remove()
 
 
+def unwrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper (else ``model``): the sharded passes run
+    different numbers of forwards on different ranks, which a DDP forward must not see."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def sharded_rows(ranks, n: int, compute: Callable[[Any], np.ndarray], *, empty: np.ndarray) -> np.ndarray:
+    """Several processes: ``compute(positions)`` on this rank's contiguous shard ``ranks.shard(n)`` of
+    ``n`` rows (``empty`` when the shard has none), gathered (``gather_rows``) into all ``n`` rows in
+    order, the same on every rank. Every rank must call it at the same time."""
+    sl = ranks.shard(n)
+    part = compute(range(sl.start, sl.stop)) if sl.stop > sl.start else empty
+    full, counts = ranks.gather_rows(torch.from_numpy(np.ascontiguousarray(part)))
+    if sum(counts) != n:
+        raise DataDietError(f"the ranks' shards hold {sum(counts)} rows ({counts}) for {n} examples")
+    return full.cpu().numpy()
+
+
+def subset(dataset, positions):
+    """The rows ``positions`` of a map-style dataset, as a dataset (``len`` and ``[i]``)."""
+    return torch.utils.data.Subset(dataset, list(positions))
+
+
 def _batches(dataset, positions: Sequence[int], batch_size: int, collator) -> Any:
     for start in range(0, len(positions), batch_size):
         yield start, collator([dataset[int(i)] for i in positions[start : start + batch_size]])

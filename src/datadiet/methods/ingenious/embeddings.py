@@ -23,6 +23,10 @@ it was computed; a hit returns that as ``cost_s`` (``reused_s``), next to the se
 spent (``spent_s``), so a run can still count what its selection cost (the runner adds
 ``plan.info["selection_reused_s"]`` to ``selection_s``).
 
+Several processes (``ranks``): each rank embeds its contiguous shard of the examples and the
+shards are gathered, so every rank holds the whole matrix in order; rank 0 alone reads the cache
+(and broadcasts the entry or the miss) and writes it.
+
 The weight fingerprint hashes every parameter's name, shape and dtype and a strided sample of at
 most 65,536 of its values (so hashing a 135M-parameter model takes milliseconds, and any
 fine-tuning step or different initialisation changes it). Pooler weights, which hidden states do
@@ -167,14 +171,26 @@ def model_embeddings(
     batch_size: int = 64,
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
+    ranks=None,
 ) -> np.ndarray:
     """Mean-pooled hidden states of ``model``'s base at ``layer`` for every example of ``dataset``
     (dataset order), L2-normalised float32 ``[n, d]``. One no-grad eval-mode forward per example;
-    the model's train/eval mode is restored afterwards."""
+    the model's train/eval mode is restored afterwards.
+
+    ``ranks`` (several processes; every rank calls this at the same time): each rank embeds its
+    contiguous shard ``ranks.shard(n)`` and the shards are gathered (``gather_rows``), so every rank
+    returns the whole matrix in dataset order."""
     from ...models.embed import mean_pool
     from ...functional.precision import autocast
-    from ..data_diet.scores import _eval_pass, model_inputs
+    from ..data_diet.scores import _eval_pass, model_inputs, sharded_rows, subset, unwrap_ddp
 
+    if ranks is not None:
+        if len(dataset) == 0:
+            raise DataDietError("nothing to embed: the training set is empty")
+        inner = unwrap_ddp(model)
+        return sharded_rows(ranks, len(dataset), lambda pos: model_embeddings(
+            inner, subset(dataset, pos), collator=collator, layer=layer, batch_size=batch_size,
+            autocast_dtype=autocast_dtype, progress=progress), empty=np.zeros((0, 0), dtype=np.float32))
     batch_size = check_int("batch_size", batch_size, min=1)
     base = getattr(model, "base_model", model)
     layer = check_layer(layer, base)
@@ -232,10 +248,23 @@ def encoder_embeddings(
     max_length: int = 128,
     batch_size: int = 64,
     progress: bool = False,
+    ranks=None,
 ) -> np.ndarray:
-    """Mean-pooled, L2-normalised encoder embeddings of ``texts`` (given order), batched by length."""
-    from ...models.embed import embed_texts
+    """Mean-pooled, L2-normalised encoder embeddings of ``texts`` (given order), batched by length.
 
+    ``ranks`` (several processes; every rank calls this at the same time): each rank embeds its
+    contiguous shard ``ranks.shard(n)`` of the texts and the shards are gathered (``gather_rows``),
+    so every rank returns every row in the given order."""
+    from ...models.embed import embed_texts
+    from ..data_diet.scores import sharded_rows
+
+    if ranks is not None:
+        if len(texts) == 0:
+            raise DataDietError("nothing to embed: no texts")
+        return sharded_rows(ranks, len(texts), lambda pos: encoder_embeddings(
+            [texts[int(i)] for i in pos], loaded=loaded, layer=layer,
+            max_length=max_length, batch_size=batch_size, progress=progress),
+            empty=np.zeros((0, 0), dtype=np.float32))
     enc, tok = loaded
     layer = check_layer(layer, enc)
     n = len(texts)
@@ -266,6 +295,7 @@ def example_embeddings(
     device: torch.device | str | None = None,
     cache: EmbeddingCache | None = None,
     progress: bool = False,
+    ranks=None,
 ) -> Embeddings:
     """Embeddings of the examples ``ids`` (in that order), from the cache when possible.
 
@@ -275,6 +305,13 @@ def example_embeddings(
     ``texts``; ``loaded=(model, tokenizer)`` uses an already loaded encoder instead (``encoder`` then
     only names it in the cache key). ``max_length`` truncates the encoder's input (the model
     source uses the tokens as they are; it is part of the key either way). ``cache=None``: no cache.
+
+    ``ranks`` (several processes; every rank calls this at the same time): the ranks first check
+    that they agree on the cache key (same model weights, data and settings); rank 0 alone looks
+    the entry up and broadcasts it (hit) or the miss, so every rank takes the same branch. On a miss
+    each rank embeds its contiguous shard (``ranks.shard(n)``), the shards are gathered into the
+    whole matrix on every rank, and rank 0 alone writes the entry; ``cost_s`` is then the sum over
+    the ranks of the seconds each spent before the gather (what one process would have spent, about).
     """
     t0 = time.perf_counter()
     ids = np.asarray(ids, dtype=np.int64)
@@ -290,6 +327,10 @@ def example_embeddings(
             raise DataDietError("model embeddings need the model, the tokenized dataset and its collator")
         if len(dataset) != len(ids):
             raise DataDietError(f"the dataset has {len(dataset)} rows but {len(ids)} ids were given")
+        if ranks is not None:
+            from ..data_diet.scores import unwrap_ddp
+
+            model = unwrap_ddp(model)
         base = getattr(model, "base_model", model)
         layer = check_layer(layer, base)
         dev = next(model.parameters()).device
@@ -305,27 +346,56 @@ def example_embeddings(
             next(loaded[0].parameters()).device if loaded is not None else torch.device("cpu"))
         key = {"source": f"encoder:{encoder}", "layer": layer, "max_length": max_length, "device": dev.type,
                "data": texts_fingerprint(ids, texts)}
-    if cache is not None:
-        got = cache.get(key, ids)
-        if got is not None:
-            spent = time.perf_counter() - t0
-            log.info("embeddings of %d examples from the cache (cost %.1f s when computed)", len(ids), got[1])
-            return Embeddings(vectors=got[0], ids=ids, cost_s=got[1], spent_s=spent, cached=True, key=key)
-    if encoder is None:
-        vec = model_embeddings(model, dataset, collator=collator, layer=layer, batch_size=batch_size,
-                               autocast_dtype=autocast_dtype, progress=progress)
+    if ranks is not None:
+        progress = progress and ranks.is_main  # one bar (rank 0's shard), not one per rank
+        ranks.agree("the embedding inputs (model weights, data, settings)",
+                    {"key": int(EmbeddingCache.digest(key)[:15], 16), "examples": len(ids)},
+                    fix="give every rank the same model and the whole training set")
+        got = None
+        if cache is not None:
+            got = ranks.broadcast_object(cache.get(key, ids) if ranks.is_main else None)
     else:
-        enc = loaded if loaded is not None else load_encoder(encoder, device=dev)
-        vec = encoder_embeddings(texts, loaded=enc, layer=layer, max_length=max_length, batch_size=batch_size,
-                                 progress=progress)
+        got = cache.get(key, ids) if cache is not None else None
+    if got is not None:
+        spent = time.perf_counter() - t0
+        log.info("embeddings of %d examples from the cache (cost %.1f s when computed)", len(ids), got[1])
+        return Embeddings(vectors=got[0], ids=ids, cost_s=got[1], spent_s=spent, cached=True, key=key)
+    if ranks is None:
+        if encoder is None:
+            vec = model_embeddings(model, dataset, collator=collator, layer=layer, batch_size=batch_size,
+                                   autocast_dtype=autocast_dtype, progress=progress)
+        else:
+            enc = loaded if loaded is not None else load_encoder(encoder, device=dev)
+            vec = encoder_embeddings(texts, loaded=enc, layer=layer, max_length=max_length, batch_size=batch_size,
+                                     progress=progress)
+    else:
+        from ..data_diet.scores import sharded_rows, subset
+
+        def shard(pos) -> np.ndarray:
+            nonlocal local_s
+            if encoder is None:
+                part = model_embeddings(model, subset(dataset, pos), collator=collator, layer=layer,
+                                        batch_size=batch_size, autocast_dtype=autocast_dtype, progress=progress)
+            else:
+                enc = loaded if loaded is not None else load_encoder(encoder, device=dev)
+                part = encoder_embeddings([texts[int(i)] for i in pos], loaded=enc, layer=layer,
+                                          max_length=max_length, batch_size=batch_size, progress=progress)
+            local_s = time.perf_counter() - t0
+            return part
+
+        local_s = time.perf_counter() - t0  # a rank with an empty shard spends only this
+        vec = sharded_rows(ranks, len(ids), shard, empty=np.zeros((0, 0), dtype=np.float32))
     if not np.isfinite(vec).all():
         raise DataDietError("the embeddings hold NaN or inf (a diverged model or an empty input?); "
                             "check the model, or use embedding=minilm")
     cost = time.perf_counter() - t0
-    if cache is not None:
+    spent = cost
+    if ranks is not None:
+        cost = ranks.sum([local_s])[0]
+    if cache is not None and (ranks is None or ranks.is_main):
         cache.put(key, ids, vec, cost)
-    log.info("embedded %d examples (dim %d) in %.1f s", len(ids), vec.shape[1], cost)
-    return Embeddings(vectors=vec, ids=ids, cost_s=cost, spent_s=cost, cached=False, key=key)
+    log.info("embedded %d examples (dim %d) in %.1f s", len(ids), vec.shape[1], spent)
+    return Embeddings(vectors=vec, ids=ids, cost_s=cost, spent_s=spent, cached=False, key=key)
 
 
 __all__ = ["Embeddings", "EmbeddingCache", "example_embeddings", "model_embeddings", "encoder_embeddings",

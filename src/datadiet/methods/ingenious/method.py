@@ -315,12 +315,17 @@ class Ingenious(Method):
 
     def _embed(self, ctx, *, progress: bool):
         """``(embeddings, warm)``: ``warm`` holds the warm-start's cost (``warm_start_s``,
-        ``warm_start_examples``; zeros without one)."""
+        ``warm_start_examples``; zeros without one).
+
+        With ``ctx.ranks`` (several processes) the embedding pass is sharded over the ranks and
+        gathered, and rank 0 alone reads and writes the cache (:func:`example_embeddings`); a
+        warm-start trains its copy locally on every rank (same seed and data: the same copy)."""
         from .embeddings import EmbeddingCache, example_embeddings
 
         cache = EmbeddingCache() if self.cache and not self.warm_start_steps else None
         batch_size, max_length = ctx.eval_batch_size, ctx.max_length
         ids = np.asarray(ctx.ids, dtype=np.int64)
+        ranks = getattr(ctx, "ranks", None)
         warm: dict[str, Any] = {"warm_start_s": 0.0, "warm_start_examples": 0}
         if self.embedding == "model":
             ctx.need("ingenious with embedding=model", "model", "train_dataset", "collator")
@@ -330,15 +335,18 @@ class Ingenious(Method):
             return example_embeddings(ids=ids, model=model, dataset=ctx.train_dataset, collator=ctx.collator,
                                       model_name=ctx.model_name, layer=self.layer, max_length=max_length,
                                       batch_size=batch_size, autocast_dtype=ctx.autocast_dtype, cache=cache,
-                                      progress=progress), warm
+                                      progress=progress, ranks=ranks), warm
         texts = ctx.example_texts()
         device = next(ctx.model.parameters()).device if ctx.model is not None else None
         return example_embeddings(ids=ids, encoder=self.embedding, texts=texts, layer=self.layer,
                                   max_length=max_length, batch_size=batch_size, device=device, cache=cache,
-                                  progress=progress), warm
+                                  progress=progress, ranks=ranks), warm
 
     def _warm_started(self, ctx, model: torch.nn.Module, *, progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
-        """A copy of ``model`` trained for ``warm_start_steps`` steps on the whole training set, and its cost."""
+        """A copy of ``model`` trained for ``warm_start_steps`` steps on the whole training set, and its cost.
+
+        Several processes: every rank trains its own copy locally (a single-process
+        :func:`datadiet.loop.fit`, same seed and data), so no collective is involved."""
         import copy
 
         from ..data_diet.score_runs import TrainSettings, train_steps
@@ -346,6 +354,10 @@ class Ingenious(Method):
         seed = ctx.seed if self.seed is None else self.seed
         settings = TrainSettings.from_context(ctx)
         t0 = time.perf_counter()
+        if getattr(ctx, "ranks", None) is not None:
+            from ..data_diet.scores import unwrap_ddp
+
+            model = unwrap_ddp(model)
         warm = copy.deepcopy(model)
         examples = train_steps(warm, ctx.train_dataset, collator=ctx.collator, steps=self.warm_start_steps,
                                settings=settings, seed=derive_seed(seed, _WARM, 0), progress=progress)
@@ -382,6 +394,9 @@ class Ingenious(Method):
         return sel, gains, info
 
     def plan(self, ctx, *, progress: bool = False):
+        """Selection 0 (or the re-selection filter) for ``ctx``. With ``ctx.ranks`` (several processes) it
+        runs on every rank: the embedding pass is sharded over the ranks and gathered, so every rank
+        selects the same subset, and a ``recompute`` filter re-embeds the same sharded way."""
         from ...core.method import Plan
 
         sel, gains, info = self.select(ctx, progress=progress)
@@ -399,15 +414,19 @@ class Ingenious(Method):
         return Plan(filters=[f], info=plan_info)
 
     def _recompute_fn(self, ctx, seed: int) -> Callable[[int], SubmodularGains]:
+        """``recompute(i)`` for :class:`IngeniousFilter`: embed with the current model, greedy for selection
+        ``i``. With ``ctx.ranks`` the embedding is sharded over the ranks and gathered (every rank's
+        filter calls it at the same step, so the collectives line up)."""
         from .embeddings import model_embeddings
 
         ctx.need("ingenious with reselect=recompute", "model", "train_dataset", "collator")
         model, ds, collator = ctx.model, ctx.train_dataset, ctx.collator
         batch_size, autocast = ctx.eval_batch_size, ctx.autocast_dtype
+        ranks = getattr(ctx, "ranks", None)
 
         def recompute(i: int) -> SubmodularGains:
             vec = model_embeddings(model, ds, collator=collator, layer=self.layer, batch_size=batch_size,
-                                   autocast_dtype=autocast)
+                                   autocast_dtype=autocast, ranks=ranks)
             return self.gains(vec, seed=seed, i=i)
 
         return recompute
