@@ -8,6 +8,7 @@ the scenario through the plain loop on this rank and writes ``OUT/rank{r}.json``
 from __future__ import annotations
 
 import json
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -46,6 +47,7 @@ def refusals(out: Path) -> dict:
 
 def main() -> None:
     scenario, out = sys.argv[1], Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     from datadiet.core.distributed import current, RankMismatchError
@@ -90,6 +92,11 @@ def main() -> None:
     # leave together: a rank whose peer has already torn the group down can abort at exit (gloo)
     dist.barrier()
     dist.destroy_process_group()
+    # results are on disk: skip the interpreter's teardown, which now and then aborts a gloo rank
+    # ("terminate called without an active exception"); see datadiet/__main__.py
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ LOOP_CASES: dict[str, dict[str, Any]] = {
     "infobatch": {"ratio": 0.5},
     "loss_threshold": {"chance_guard": False},
     "multistage": {"switch_window": 2, "meta_loss_threshold": 5.0, "chance_guard": False},
+    "data_diet_dynamic": {"keep": 0.5},  # re-scores the pool (sharded) at epoch 1
+    "ingenious": {"fraction": 0.5, "cache": False, "embedding": "model", "reselect_every": 2},  # re-selects
 }
 
 

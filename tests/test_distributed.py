@@ -209,3 +209,27 @@ def test_a_state_saved_on_two_processes_resumes_only_on_two():
     state["ranks"] = {"world_size": 2, "global": {}, "skipped_global": {}, "submits": 0, "digest": 0}
     with pytest.raises(DataDietError, match="saved by a run on 2 processes; resume it on as many"):
         StepEngine(task="classification", batch_size=4, filters=[RandomSkip(rate=0.5)]).load_state_dict(state)
+
+
+def test_cli_prune_method_on_two_processes_selects_what_one_process_selects(tmp_path):
+    """data_diet's scoring runs are shared out over the ranks; the selection is one process's (batch 2 x 8 = 16)."""
+    import json
+    import sys
+
+    from dist import launch_env, run_bounded
+
+    from datadiet.config import load_config
+    from datadiet.runner import run
+
+    sets = ["method.name=data_diet", "method.params.score_seeds=2", "method.params.score_steps=3",
+            "method.params.keep=0.5", "method.params.cache=false", "train.bf16=false", "run_name=r"]
+    cmd = [sys.executable, "-m", "datadiet", "train", "--nproc", "2", "--config", "configs/tiny.yaml", "--set", *sets,
+           "train.batch_size=8", "--out", str(tmp_path / "two")]
+    run_bounded(cmd, env=launch_env(), timeout=200, what="datadiet train --nproc 2 (data_diet)")
+    one = run(load_config("configs/tiny.yaml", [*sets, "train.batch_size=16", f"output_dir={tmp_path / 'one'}"]))
+    two = json.loads((tmp_path / "two" / "r" / "record.json").read_text())
+    assert two["world_size"] == 2 and two["status"] == "finished"
+    sel = [json.loads((tmp_path / k / "r" / "selection.json").read_text()) for k in ("one", "two")]
+    assert sel[0]["ids"] == sel[1]["ids"] and len(sel[0]["ids"]) == 100
+    assert two["n_train_used"] == one["n_train_used"] == 100
+    assert two["counts"]["examples_seen"] == one["counts"]["examples_seen"] == 100

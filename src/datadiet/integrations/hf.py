@@ -65,8 +65,15 @@ and RNGs, buffer, current subset, the loss log); ``train(resume_from_checkpoint=
 it, so a resumed run continues exactly as an uninterrupted one would (tested). The file is
 loaded with ``torch.load(weights_only=True)``: it cannot run code.
 
-Not supported yet (each raises a :class:`~datadiet.errors.DataDietError` naming the fix): several
-processes, ``fp16`` (its gradient scaler fails on an optimizer step where every example was
+Several processes (``torchrun`` / ``accelerate launch``, the Trainer's own DDP): the engine decides
+on every rank's batches together (see :mod:`datadiet.core.distributed` and
+:meth:`StepEngine._submit_ranks`), so every rank steps and backpropagates alike; a window's ready
+batches sit on its last micro-steps (the Trainer all-reduces gradients on the last one); the
+selection of a prune method is rank 0's; logged losses are averaged over ranks and the counts are
+every rank's; each rank keeps its own ``datadiet_state[.rankN].pt``.
+
+Not supported yet (each raises a :class:`~datadiet.errors.DataDietError` naming the fix): FSDP,
+DeepSpeed, ``torch.nn.DataParallel`` (one process driving several GPUs), ``fp16`` (its gradient scaler fails on an optimizer step where every example was
 skipped; use ``bf16``), ``auto_find_batch_size``, ``label_smoothing_factor`` and
 ``compute_loss_func`` (the engine computes the per-example training loss), packed /
 padding-free batches (no per-example rows to skip).
