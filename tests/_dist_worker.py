@@ -80,6 +80,13 @@ def main() -> None:
             if ranks.rank == 0:
                 torch.save(t.model.state_dict(), out / f"trainer-{case}.pt")
         result["refusals"] = refusals(out)
+        # resume on 2 ranks: a run checkpointed every 4 steps, resumed from step 8, ends where it ends uninterrupted
+        whole = trainer_run("multistage", out / "resume", save_steps=4)
+        again = trainer_run("multistage", out / "resume_again", resume=str(out / "resume" / "checkpoint-8"))
+        result["resume"] = {"whole": params_digest(whole.model), "resumed": params_digest(again.model),
+                            "whole_counts": whole.datadiet_engine.global_counts.as_dict(),
+                            "resumed_counts": again.datadiet_engine.global_counts.as_dict(),
+                            "files": sorted(p.name for p in (out / "resume" / "checkpoint-8").glob("datadiet_state*"))}
     elif scenario == "mismatch":
         # rank 1 runs other filter settings (random_skip rate), then more batches than rank 0: both must raise
         for case, kw in (("rate", {"rate_by_rank": True}), ("batches", {"extra_batches_on_rank1": True})):

@@ -99,23 +99,26 @@ TRAINER_CASES: dict[str, tuple[str, dict[str, Any], int]] = {
 }
 
 
-def trainer_run(case: str, out_dir, *, per_rank_batch: int = 4):
-    """Train ``case`` with ``DataDietTrainer`` (DDP when launched on several processes); returns the trainer."""
+def trainer_run(case: str, out_dir, *, per_rank_batch: int = 4, save_steps: int | None = None,
+                resume: str | None = None):
+    """Train ``case`` with ``DataDietTrainer`` (DDP when launched on several processes); returns the trainer.
+    ``save_steps``: checkpoint every that many steps; ``resume``: a checkpoint folder to resume from."""
     from transformers import TrainingArguments
 
     from datadiet.integrations.hf import DataDietTrainer
 
     method, params, ga = TRAINER_CASES[case]
     model, ds, collator = planted(64)
+    saving = {"save_strategy": "no"} if save_steps is None else {"save_strategy": "steps", "save_steps": save_steps}
     args = TrainingArguments(
-        output_dir=str(out_dir), use_cpu=True, report_to=[], save_strategy="no", per_device_train_batch_size=per_rank_batch,
+        output_dir=str(out_dir), use_cpu=True, report_to=[], **saving, per_device_train_batch_size=per_rank_batch,
         gradient_accumulation_steps=ga, num_train_epochs=2, learning_rate=LR, lr_scheduler_type="linear",
         weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", logging_strategy="steps", logging_steps=2,
         seed=0, dataloader_num_workers=0, disable_tqdm=True,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None)
     trainer = DataDietTrainer(model=model, args=args, train_dataset=ds, data_collator=collator, method=method,
                               method_params=params)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     return trainer
 
 

@@ -130,6 +130,16 @@ def test_trainer_two_ranks_equal_one_rank_with_twice_the_batch(trainer_out, tmp_
         torch.testing.assert_close(two[k], v, rtol=0, atol=2e-5, msg=k)
 
 
+def test_trainer_resumes_on_two_ranks_as_if_uninterrupted(trainer_out):
+    _, (r0, r1) = trainer_out
+    for r in (r0, r1):
+        res = r["resume"]
+        assert res["files"] == ["datadiet_state.pt", "datadiet_state.rank1.pt"]  # each rank's own state
+        assert res["resumed"] == res["whole"]
+        assert res["resumed_counts"] == res["whole_counts"]
+    assert r0["resume"]["whole"] == r1["resume"]["whole"]
+
+
 def test_trainer_refuses_fsdp_on_several_processes(trainer_out):
     _, (r0, r1) = trainer_out
     for r in (r0, r1):
