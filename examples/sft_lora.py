@@ -6,6 +6,7 @@ without grad and backpropagates only the examples whose (completion-only) loss i
 with the recent ones, so roughly half the backward passes are saved.
 
     python examples/sft_lora.py --tiny     # a tiny random Llama on built-in prompt/completion data, seconds
+    torchrun --nproc-per-node 2 examples/sft_lora.py --tiny   # the same on 2 processes (DDP, gloo on a CPU)
     python examples/sft_lora.py            # SmolLM2-135M on Rotten Tomatoes as prompt/completion (offline assets)
 """
 
@@ -80,9 +81,10 @@ def main(argv=None) -> None:
     trainer = DietSFT(model=lm.model, args=args, train_dataset=train, processing_class=lm.tokenizer,
                       peft_config=lora, method="selective_backprop", method_params=params)
     out = trainer.train()
-    print(f"train_loss: {out.training_loss:.4f}")
-    for k, v in final_datadiet_counts(trainer).items():
-        print(f"{k}: {v:g}")
+    if trainer.is_world_process_zero():  # several processes (torchrun): rank 0 reports
+        print(f"train_loss: {out.training_loss:.4f}")
+        for k, v in final_datadiet_counts(trainer).items():
+            print(f"{k}: {v:g}")
 
 
 if __name__ == "__main__":

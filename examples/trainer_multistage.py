@@ -5,6 +5,7 @@ all data, examples whose loss is already low are skipped (first by a loss thresh
 forward, then by a meta predictor before it), and every run logs exactly what was skipped.
 
     python examples/trainer_multistage.py --tiny     # a tiny random BERT on planted data, seconds
+    torchrun --nproc-per-node 2 examples/trainer_multistage.py --tiny   # the same on 2 processes (DDP, gloo on a CPU)
     python examples/trainer_multistage.py            # all-MiniLM-L6-v2 on Rotten Tomatoes (offline assets)
 """
 
@@ -69,9 +70,10 @@ def main(argv=None) -> None:
                           data_collator=Collator(pad_token_id=lm.pad_token_id), processing_class=lm.tokenizer,
                           method="multistage", method_params=params)
     out = trainer.train()
-    print(f"train_loss: {out.training_loss:.4f}")
-    for k, v in final_datadiet_counts(trainer).items():
-        print(f"{k}: {v:g}")
+    if trainer.is_world_process_zero():  # several processes (torchrun): rank 0 reports
+        print(f"train_loss: {out.training_loss:.4f}")
+        for k, v in final_datadiet_counts(trainer).items():
+            print(f"{k}: {v:g}")
 
 
 if __name__ == "__main__":
