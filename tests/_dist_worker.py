@@ -7,8 +7,6 @@ the scenario through the plain loop on this rank and writes ``OUT/rank{r}.json``
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import zlib
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from dist import write_and_leave
 from dist_cases import LM_CASES, LOOP_CASES, TRAINER_CASES, lm_loop_run, loop_run, state_fingerprint, trainer_run
 
 
@@ -95,16 +94,7 @@ def main() -> None:
                 result["cases"][case] = {"error": None}
             except RankMismatchError as e:
                 result["cases"][case] = {"error": str(e)}
-    (out / f"rank{ranks.rank}.json").write_text(json.dumps(result))
-    # leave together: a rank whose peer has already torn the group down can abort at exit (gloo)
-    dist.barrier()
-    dist.destroy_process_group()
-    # results are on disk: skip the interpreter's teardown, which now and then aborts a gloo rank
-    # ("terminate called without an active exception"); see datadiet/__main__.py
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
+    write_and_leave(out, ranks.rank, result)
 
 if __name__ == "__main__":
     main()
