@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import RunConfig, apply_overrides
+from ..config import RunConfig, apply_overrides, describe, read_yaml_file
 from ..errors import ConfigError, DataDietError, suggest
 
 MATCH = "match:"
@@ -143,32 +141,52 @@ def resolve_suite_path(name_or_file: str) -> Path:
     return known[name_or_file]
 
 
+def _example() -> str:
+    """A good suite file to point at in a message: the built-in smoke suite, where it is installed."""
+    return str(builtin_suites().get("smoke", "the built-in suites (datadiet bench --suite smoke)"))
+
+
 def load_suite(name_or_file: str, *, overrides: list[str] | None = None) -> Suite:
     """Read and fully validate a suite (``overrides`` apply to its ``base`` config, e.g. ``train.epochs=1``)."""
     path = resolve_suite_path(name_or_file)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"suite file {str(path)!r} is not valid YAML: {e}") from None
-    return parse_suite(raw, source=str(path), overrides=overrides)
+    raw = read_yaml_file(path, what="suite file", example=_example())
+    return parse_suite({} if raw is None else raw, source=str(path), overrides=overrides)
 
 
 def parse_suite(raw: dict[str, Any], *, source: str = "<dict>", overrides: list[str] | None = None) -> Suite:
     where = f"suite {source}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the suite file must be a mapping (name:, base:, datasets:, methods:, seeds:), "
+                          f"but it holds {describe(raw)}; see {_example()} for an example")
     allowed = {"name", "description", "base", "datasets", "methods", "seeds"}
     for k in raw:
         if k not in allowed:
             raise ConfigError(f"{where}: unknown key {k!r}.{suggest(k, allowed)} Valid keys: {', '.join(sorted(allowed))}")
-    for k in ("datasets", "methods"):
-        if not raw.get(k):
+    for k, noun, form in (("datasets", "dataset", "{name, config}"), ("methods", "method", "{name, label, params}")):
+        v = raw.get(k)
+        if isinstance(v, str) and v.strip():
+            raise ConfigError(f"{where}: {k} must be a list of {noun} names, got the string {v!r}; "
+                              f"write {k}: [{v}]")
+        if v and not isinstance(v, list):
+            raise ConfigError(f"{where}: {k} must be a list of {noun} names (or {form} mappings), got {v!r}; "
+                              f"write one entry per line, each starting with '- '")
+        if not v:
             raise ConfigError(f"{where}: '{k}' must list at least one entry")
-    base = apply_overrides(raw.get("base") or {}, overrides or [])
+    base = raw.get("base")
+    if base is not None and not isinstance(base, dict):
+        raise ConfigError(f"{where}: base must be a run config mapping (data:, model:, train:, method: sections), "
+                          f"got {base!r}")
+    base = apply_overrides(base or {}, overrides or [])
     datasets = []
     for i, d in enumerate(raw["datasets"]):
         if isinstance(d, str):
             datasets.append(DatasetEntry(d))
         elif isinstance(d, dict) and "name" in d and set(d) <= {"name", "config"}:
-            datasets.append(DatasetEntry(str(d["name"]), d.get("config") or {}))
+            cfg = d.get("config")
+            if cfg is not None and not isinstance(cfg, dict):
+                raise ConfigError(f"{where}: datasets[{i}].config must be a mapping of config sections "
+                                  f"(e.g. {{data: {{max_train: 300}}}}), got {cfg!r}")
+            datasets.append(DatasetEntry(str(d["name"]), cfg or {}))
         else:
             raise ConfigError(f"{where}: datasets[{i}] must be a name or {{name, config}}, got {d!r}")
     methods = []
@@ -176,7 +194,11 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<dict>", overrides: list[
         if isinstance(m, str):
             methods.append(MethodEntry(m, m))
         elif isinstance(m, dict) and "name" in m and set(m) <= {"name", "label", "params"}:
-            methods.append(MethodEntry(str(m["name"]), str(m.get("label") or m["name"]), dict(m.get("params") or {})))
+            params = m.get("params")
+            if params is not None and not isinstance(params, dict):
+                raise ConfigError(f"{where}: methods[{i}].params must be a mapping of parameter names to values "
+                                  f"(e.g. {{rate: 0.5}}), got {params!r}")
+            methods.append(MethodEntry(str(m["name"]), str(m.get("label") or m["name"]), dict(params or {})))
         else:
             raise ConfigError(f"{where}: methods[{i}] must be a name or {{name, label, params}}, got {m!r}")
     labels = [m.label for m in methods]
@@ -184,8 +206,10 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<dict>", overrides: list[
     if dup:
         raise ConfigError(f"{where}: method labels must be unique; repeated: {sorted(dup)}. Give each a 'label'.")
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ConfigError(f"{where}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        hint = f"; write seeds: [{seeds}]" if isinstance(seeds, int) and not isinstance(seeds, bool) else ""
+        raise ConfigError(f"{where}: seeds must be a non-empty list of non-negative integers, got {seeds!r}{hint}")
     suite = Suite(name=str(raw.get("name") or Path(source).stem), description=str(raw.get("description") or ""),
                   base=base, datasets=datasets, methods=methods, seeds=list(seeds), source=source)
     validate_suite(suite)
