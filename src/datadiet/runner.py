@@ -350,8 +350,15 @@ def check_config(cfg: RunConfig) -> None:
     sel = cfg.data.selection
     if sel and not Path(sel).exists():
         raise DataDietError(f"data.selection file {sel!r} does not exist; create one with `datadiet select` or fix the path")
+    if sel:
+        from .core.selection import Selection
+
+        Selection.load(sel)  # a damaged file is refused here, before a run folder exists
     if name not in BUILTIN and Path(name).suffix.lower() in FILE_SUFFIXES and not Path(name).exists():
         raise DataDietError(f"data file {name!r} does not exist; check the path")
+    tf = cfg.data.test_file
+    if tf and not Path(tf).exists():
+        raise DataDietError(f"test file {tf!r} (data.test_file) does not exist; check the path")
     if name not in BUILTIN and not Path(name).exists() and "/" not in name:
         raise unknown_name("dataset", name, BUILTIN, extra=" Or give a path to a CSV/TSV/JSONL/Parquet file, or a hub name like 'org/name'.")
     m = cfg.model.name

@@ -2,22 +2,46 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+
+log = logging.getLogger(__name__)
+_NOT_SCALAR = (list, tuple, dict, set, np.ndarray)
 
 
 def normalise_text(s: str) -> str:
     return " ".join(str(s).split())
 
 
-def dedup_frame(df: pd.DataFrame, text_cols: list[str], *, name: str) -> tuple[pd.DataFrame, dict]:
+def check_scalar_column(values: pd.Series, *, where: str, column: str, role: str) -> None:
+    """Refuse a text or label column that holds lists or mappings (e.g. multi-label JSON, Parquet lists)."""
+    bad = values.map(lambda v: isinstance(v, _NOT_SCALAR)).to_numpy(dtype=bool)
+    if not bad.any():
+        return
+    example = values[bad].iloc[0]
+    example = example.tolist() if isinstance(example, np.ndarray) else example
+    kind = "mappings" if isinstance(example, dict) else "lists"
+    fix = ("a classification label must be one value (multi-label data is not supported): keep one label per "
+           "row, or name another column with data.label_column=..." if role == "label" else
+           "each row needs one string: join the pieces into one text, or name another column with "
+           f"data.{role}_column=...")
+    raise DataError(f"{where}: {role} column {column!r} holds {kind}, not single values "
+                    f"({int(bad.sum())} of {len(values)} rows, e.g. {str(example)[:80]}); {fix}")
+
+
+def dedup_frame(df: pd.DataFrame, text_cols: list[str], *, name: str,
+                columns: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Drop rows with an empty text and rows whose (normalised) text repeats an earlier one.
 
-    Rows whose text appears with *different* labels are all dropped (their label is ambiguous).
+    Rows whose text appears with *different* labels are all dropped (their label is ambiguous; a
+    warning says how many). ``columns``: the user's names of ``text_cols``, for messages.
     """
     n0 = len(df)
+    shown = ", ".join(repr(c) for c in (columns or text_cols))
     df = df.copy()
     for c in text_cols:
         df[c] = df[c].map(lambda x: normalise_text(x) if isinstance(x, str) else x)
@@ -25,6 +49,9 @@ def dedup_frame(df: pd.DataFrame, text_cols: list[str], *, name: str) -> tuple[p
     for c in text_cols:
         empty |= df[c].isna().to_numpy() | (df[c].astype(str).str.len() == 0).to_numpy()
     df = df[~empty]
+    if len(df) == 0:
+        raise DataError(f"dataset {name!r}: all {n0} rows have an empty text in column {shown}; check that "
+                        "data.text_column (and data.text_pair_column) name the columns that hold the text")
     key = df[text_cols].astype(str).agg("\x1f".join, axis=1)
     conflicting = 0
     if "label" in df.columns:
@@ -32,10 +59,16 @@ def dedup_frame(df: pd.DataFrame, text_cols: list[str], *, name: str) -> tuple[p
         conflicting = int((n_labels > 1).sum())
         df = df[(n_labels <= 1).to_numpy()]
         key = key[(n_labels <= 1).to_numpy()]
+        if conflicting and len(df) == 0:
+            raise DataError(
+                f"dataset {name!r}: every text appears with different labels ({conflicting} rows), so all of "
+                "them were dropped as ambiguous and none is left; check that data.label_column names the label "
+                "column, or give each text a single label")
+        if conflicting:
+            log.warning("dataset %r: dropped %d rows whose text appears with different labels (ambiguous)",
+                        name, conflicting)
     dup = key.duplicated(keep="first").to_numpy()
     df = df[~dup].reset_index(drop=True)
-    if len(df) == 0:
-        raise DataError(f"dataset {name!r} has no non-empty texts; check the text column(s) {text_cols}")
     return df, {"rows_read": n0, "empty_dropped": int(empty.sum()), "duplicates_dropped": int(dup.sum()),
                 "conflicting_label_dropped": conflicting, "rows": len(df)}
 
@@ -47,8 +80,11 @@ def stratified_split(
 
     ``test_size``: a fraction in (0, 1) or a count. Deterministic for a given seed.
     """
+    from .._validate import check_size
+
+    test_size = check_size("test_size", test_size)  # 1.5 is neither a fraction nor a count
     n = len(labels)
-    n_test = int(round(test_size * n)) if isinstance(test_size, float) and test_size < 1 else int(test_size)
+    n_test = int(round(test_size * n)) if isinstance(test_size, float) else int(test_size)
     if not 0 < n_test < n:
         raise DataError(
             f"test_size={test_size!r} leaves {n_test} test and {n - n_test} train examples out of {n}; "
@@ -74,7 +110,10 @@ def stratified_split(
 def group_split(groups: np.ndarray, *, test_size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split rows so that no group (document) has rows on both sides."""
     uniq = np.unique(groups)
-    n_test = int(round(test_size * len(uniq))) if isinstance(test_size, float) and test_size < 1 else int(test_size)
+    from .._validate import check_size
+
+    test_size = check_size("test_size", test_size)
+    n_test = int(round(test_size * len(uniq))) if isinstance(test_size, float) else int(test_size)
     if not 0 < n_test < len(uniq):
         raise DataError(
             f"test_size={test_size!r} must leave at least one document on each side "
