@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from .core.files import write_json_atomic  # noqa: F401  (the one atomic JSON wr
 from .errors import RunExistsError
 
 RECORD = "record.json"
+
+log = logging.getLogger(__name__)
 
 
 def env_info() -> dict[str, Any]:
@@ -104,22 +108,63 @@ class FolderLock:
         self.path.unlink(missing_ok=True)
 
 
+BACKUP = "backup."  # prefix of the folders that keep earlier runs of a run folder
+
+
+def _kept(name: str) -> bool:
+    """Entries of a run folder that belong to no one run: the lock and the backups of earlier runs."""
+    return name == LOCK or name.startswith(BACKUP) or (name.startswith("record.") and name.endswith(".json")
+                                                       and name != RECORD)
+
+
+def _free_stamp(d: Path) -> str:
+    """A timestamp that names neither a backup folder nor a record backup yet (a suffix if need be)."""
+    base = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(10_000):
+        stamp = base if k == 0 else f"{base}-{k}"
+        if not (d / f"{BACKUP}{stamp}").exists() and not (d / f"record.{stamp}.json").exists():
+            return stamp
+    raise RunExistsError(f"run folder {str(d)!r} holds too many backups of earlier runs; remove some")
+
+
+def backup_run(d: Path) -> Path | None:
+    """Move everything an earlier run left in ``d`` into ``d/backup.<timestamp>/`` (the lock and
+    earlier backups stay put); the record is also copied beside the new one as
+    ``record.<timestamp>.json``. The record moves last, so a crash midway leaves a folder that is
+    backed up again on the next start: no file is ever lost. Returns the backup folder (None:
+    nothing to keep)."""
+    entries = sorted(p for p in d.iterdir() if not _kept(p.name))
+    if not entries:
+        return None
+    stamp = _free_stamp(d)
+    dest = d / f"{BACKUP}{stamp}"
+    dest.mkdir()
+    if (d / RECORD).is_file():
+        shutil.copy2(d / RECORD, d / f"record.{stamp}.json")
+    for p in sorted(entries, key=lambda p: p.name == RECORD):
+        p.replace(dest / p.name)
+    return dest
+
+
 def prepare_run_dir(run_dir: str | Path, *, overwrite: bool) -> Path:
     """Create the run folder; refuse one that holds a finished run unless ``overwrite``.
 
-    With ``overwrite`` the earlier record is kept beside the new one as
-    ``record.<timestamp>.json``, never silently destroyed.
+    Nothing an earlier run wrote is lost: a finished run (with ``overwrite``), or what a failed or
+    crashed run left, is moved whole into ``backup.<timestamp>/`` inside the folder (record,
+    selection, scores and any other file), and the old record is also kept beside the new one as
+    ``record.<timestamp>.json``. Call it holding the folder's :class:`FolderLock`.
     """
     d = Path(run_dir)
     prev = read_record(d)
-    if prev is not None and prev.get("status") == "finished":
-        if not overwrite:
-            raise RunExistsError(
-                f"run folder {str(d)!r} already holds a finished run (accuracy/perplexity in {d / RECORD}). "
-                "Choose another run_name/output_dir, or pass --overwrite (the old record is kept as a backup)."
-            )
-        (d / RECORD).replace(d / f"record.{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if prev is not None and prev.get("status") == "finished" and not overwrite:
+        raise RunExistsError(
+            f"run folder {str(d)!r} already holds a finished run (accuracy/perplexity in {d / RECORD}). "
+            "Choose another run_name/output_dir, or pass --overwrite (the old run is kept as a backup)."
+        )
     d.mkdir(parents=True, exist_ok=True)
+    kept = backup_run(d)
+    if kept is not None:
+        log.info("run folder %s: the earlier run's files are kept in %s", d, kept)
     return d
 
 

@@ -2,10 +2,11 @@
 
 One ``.npz`` per key under ``cache_dir(subdir)``: a per-example array, the example ids it belongs
 to, the seconds it cost when it was computed and a JSON ``meta`` string. Writes are atomic (a
-uniquely named temporary file, then a rename); a damaged entry is logged and treated as a miss,
-and so is one whose ids differ from the ones asked for. Keys are the first 40 hex digits of the
-sha256 of a sorted JSON of the key dict plus a format version ``v``; the data enters a key
-through :func:`fields_fingerprint`.
+uniquely named temporary file, then a rename); a damaged entry (unreadable, or whose array is not
+one row of numbers per id: ``ndim`` dimensions, ``len(ids)`` rows, no empty dimension) is logged as
+a warning and treated as a miss, so it is recomputed and rewritten; one whose ids differ from the
+ones asked for is a quiet miss. Keys are the first 40 hex digits of the sha256 of a sorted JSON of
+the key dict plus a format version ``v``; the data enters a key through :func:`fields_fingerprint`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class NpzCache:
     what: str = ""  # what the entries hold, for the log ("score", "embedding")
     field: str = ""  # name of the per-example array in the .npz
     dtype: type = np.float64
+    ndim: int | None = None  # dimensions of the per-example array (None: any, one row per id)
 
     def __init__(self, root: str | Path | None = None) -> None:
         if root is None:
@@ -67,9 +69,30 @@ class NpzCache:
         except Exception as e:  # noqa: BLE001 - a damaged entry is recomputed
             log.warning("ignoring damaged %s cache entry %s (%s)", self.what, p, e)
             return None
+        if cids.ndim != 1 or cids.dtype.kind not in "iu":
+            log.warning("ignoring damaged %s cache entry %s (its ids have shape %s, dtype %s)", self.what, p,
+                        cids.shape, cids.dtype)
+            return None
         if len(cids) != len(ids) or not np.array_equal(cids, ids):
             return None
+        fault = self._shape_fault(values, len(ids))
+        if fault is not None:
+            log.warning("ignoring damaged %s cache entry %s (%s); recomputing it", self.what, p, fault)
+            return None
         return values, cost
+
+    def _shape_fault(self, values: np.ndarray, n: int) -> str | None:
+        """Why ``values`` cannot be the per-example array of ``n`` ids, or None."""
+        if values.dtype.kind not in "fiu":
+            return f"{self.field!r} holds {values.dtype}, not numbers"
+        if values.ndim == 0 or (self.ndim is not None and values.ndim != self.ndim):
+            want = "" if self.ndim is None else f", expected {self.ndim} dimension{'s' if self.ndim != 1 else ''}"
+            return f"{self.field!r} has shape {values.shape}{want}"
+        if values.shape[0] != n:
+            return f"{self.field!r} has {values.shape[0]} entries for {n} ids"
+        if 0 in values.shape[1:]:
+            return f"{self.field!r} has shape {values.shape}, an empty dimension"
+        return None
 
     def _write(self, p: Path, ids: np.ndarray, values: np.ndarray, cost_s: float, meta: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)

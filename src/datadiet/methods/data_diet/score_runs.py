@@ -41,7 +41,7 @@ from ...errors import DataDietError
 from ...core.files import write_json_atomic
 from ...core.cache import NpzCache, fields_fingerprint, key_digest
 from ...core.filter import ID_KEY
-from ...core.selection import read_format_file
+from ...core.selection import FormatFile
 from .scores import SCORES, forward_scores, grand_scores, mean_over_runs
 
 log = logging.getLogger(__name__)
@@ -188,19 +188,29 @@ class ScoreResult:
 
     @classmethod
     def load(cls, path: str | Path) -> ScoreResult:
-        p = Path(path)
-        d = read_format_file(p, fmt=SCORES_FORMAT, what="scores", command="score")
-        try:
-            return cls(kind=d["kind"], ids=np.asarray(d["ids"], dtype=np.int64),
-                       scores=np.asarray(d["scores"], dtype=np.float64),
-                       per_seed=np.asarray(d["per_seed"], dtype=np.float64).reshape(len(d["seeds"]), len(d["ids"])),
-                       seeds=tuple(int(s) for s in d["seeds"]), steps=int(d["steps"]), cost_s=float(d["cost_s"]),
-                       spent_s=float(d.get("spent_s", 0.0)), cached=tuple(bool(c) for c in d.get("cached", [])),
-                       labels=None if d.get("labels") is None else np.asarray(d["labels"], dtype=np.int64),
-                       info=d.get("info", {}))
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataDietError(f"scores file {str(p)!r} is damaged ({type(e).__name__}: {e}); recreate it with "
-                                "`datadiet score`") from None
+        """The scores in a scores file, every field checked (a DataDietError naming the file and the
+        fault otherwise): unique integer ids, one finite score per id, ``per_seed`` one row per seed."""
+        f = FormatFile(path, fmt=SCORES_FORMAT, what="scores", command="score")
+        kind = f.name("kind")
+        if kind not in SCORES:
+            raise f.fail(f"'kind' is {kind!r}, not one of {', '.join(SCORES)}")
+        ids = f.ints("ids", unique=True)
+        if len(ids) == 0:
+            raise f.fail("it holds no examples ('ids' is empty)")
+        n = f.d.get("n")
+        if n is not None and n != len(ids):
+            raise f.fail(f"'n' is {n!r} but it holds {len(ids)} ids")
+        scores = f.numbers("scores", n=len(ids))
+        seeds = f.ints("seeds")
+        if len(seeds) == 0:
+            raise f.fail("'seeds' is empty (a score is the mean of at least one scoring run)")
+        per_seed = f.rows("per_seed", rows=len(seeds), n=len(ids), per="seeds")
+        cached = f.bools("cached", default=[])
+        if cached and len(cached) != len(seeds):
+            raise f.fail(f"'cached' has {len(cached)} entries for {len(seeds)} 'seeds'")
+        return cls(kind=kind, ids=ids, scores=scores, per_seed=per_seed, seeds=tuple(int(s) for s in seeds),
+                   steps=f.integer("steps", min=0), cost_s=f.number("cost_s"), spent_s=f.number("spent_s", 0.0),
+                   cached=tuple(cached), labels=f.ints("labels", n=len(ids), optional=True), info=f.mapping("info"))
 
 
 # ---------------------------------------------------------------------------------------- cache
@@ -216,6 +226,7 @@ class ScoreCache(NpzCache):
     """One ``.npz`` per (model, data, settings, steps, seed, score) under ``root``; atomic writes."""
 
     subdir, what, field, dtype = "scores", "score", "scores", np.float64
+    ndim = 1  # one score per id; an entry of another shape is recomputed
 
     @staticmethod
     def key(base: dict[str, Any], *, kind: str, seed: int, steps: int) -> str:

@@ -127,6 +127,7 @@ class EmbeddingCache(NpzCache):
     """One ``.npz`` per key under ``root`` (default ``cache_dir("embeddings")``); atomic writes."""
 
     subdir, what, field, dtype = "embeddings", "embedding", "vectors", np.float32
+    ndim = 2  # one vector per id; an entry of another shape is recomputed
 
     @staticmethod
     def digest(key: dict[str, Any]) -> str:
