@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -45,6 +46,20 @@ def load_cfg(args: argparse.Namespace):
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)
     return cfg
+
+
+def out_file(path: str | Path, flag: str = "--out", *, suffix: str = ".json") -> Path:
+    """``path`` checked up front as a file to write (not a folder, no file where its folders go)."""
+    from ..core.files import check_file_target
+
+    return check_file_target(path, what=flag, suffix=suffix)
+
+
+def out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` checked up front as a folder to write into (neither it nor a parent is a file)."""
+    from ..core.files import check_dir_target
+
+    return check_dir_target(path, what=flag)
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .common import EXIT_OK, add_config_args, add_param_args, echo, load_cfg, parse_params
+from .common import EXIT_OK, add_config_args, add_param_args, echo, load_cfg, out_file, parse_params
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ def cmd_igf(args: argparse.Namespace) -> int:
     method = build_method(IGF.name, params)
     out = Path(args.out) if args.out else (
         Path(cfg.output_dir) / "igf" / f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-learner.pt")
+    out_file(out, "--out" if args.out else "learner file", suffix=".pt")  # before collecting pairs, not after
     ds, lm, train, _test, _collator, _ = prepare(cfg)
     if ds.task != "causal_lm":
         from ..errors import DataDietError

