@@ -186,10 +186,25 @@ class ScoreResult:
         write_json_atomic(p, self.to_dict(), indent=None)
         return p
 
+    def save_parquet(self, folder: str | Path, *, shard_rows: int | None = None) -> Path:
+        """Write these scores as a Parquet score store in ``folder`` (:mod:`.store`): shards keyed by
+        ``example_id``, written atomically one by one; rerun after an interruption, it resumes.
+        Needs pyarrow (``pip install 'datadiet[hf]'``)."""
+        from .store import SHARD_ROWS, write_store
+
+        return write_store(self, folder, shard_rows=SHARD_ROWS if shard_rows is None else shard_rows)
+
     @classmethod
     def load(cls, path: str | Path) -> ScoreResult:
         """The scores in a scores file, every field checked (a DataDietError naming the file and the
-        fault otherwise): unique integer ids, one finite score per id, ``per_seed`` one row per seed."""
+        fault otherwise): unique integer ids, one finite score per id, ``per_seed`` one row per seed.
+
+        ``path`` may also be a Parquet score store folder (:meth:`save_parquet`) or one ``.parquet``
+        file of a one-shard store; it is checked the same way and gives the same ScoreResult."""
+        from .store import is_store_path, read_store
+
+        if is_store_path(path):
+            return cls(**read_store(path, kinds=tuple(SCORES)))
         f = FormatFile(path, fmt=SCORES_FORMAT, what="scores", command="score")
         kind = f.name("kind")
         if kind not in SCORES:
