@@ -51,6 +51,7 @@ from ...core.method import Method
 from ...core.params import Param, boolean, float_in, int_at_least, one_of, optional
 from ...core.selection import Selection
 from .submodular import OBJECTIVES, OPTIMIZERS, SAMPLINGS, SubmodularGains, submodular_gains, subset_from_gains
+from .submodular.kernels import KNN_SEARCHES
 from .submodular.pipeline import KERNELS, PARTITIONS
 
 log = logging.getLogger(__name__)
@@ -225,9 +226,11 @@ class Ingenious(Method):
         trains only on the subset, from the loaded weights. The W steps are selection cost (timed,
         and counted in ``warm_start_examples``); the embedding cache is bypassed (the copy is new
         each run).
-    kernel, knn
+    kernel, knn, knn_search
         ``dense`` cosine kernel per part (default) or a sparse ``knn``-nearest-neighbour kernel
-        (default k = 10) for large parts.
+        (default k = 10) for large parts; its neighbours are exact within each part
+        (``knn_search=exact_per_part``, default) or approximate over the whole pool (``faiss_ivf``,
+        ``faiss_hnsw``; needs faiss), so they cross parts.
     partition, max_part_size
         ``random`` (default, the paper) or ``kmeans`` parts of at most ``max_part_size`` examples
         (default 10,000 dense / 50,000 knn).
@@ -260,6 +263,9 @@ class Ingenious(Method):
                              "this many steps before embedding")
     kernel = Param("dense", one_of(*KERNELS), "'dense' cosine kernel per part or a sparse 'knn' kernel")
     knn = Param(10, int_at_least(1), "neighbours per example of the knn kernel")
+    knn_search = Param("exact_per_part", one_of(*KNN_SEARCHES),
+                       "kernel=knn only: 'exact_per_part' (exact kNN inside each part) or 'faiss_ivf' / 'faiss_hnsw' "
+                       "(approximate kNN over the whole pool, neighbours cross parts; needs datadiet[scale])")
     partition = Param("random", one_of(*PARTITIONS), "'random' (the paper) or 'kmeans' parts")
     max_part_size = Param(None, optional(int_at_least(1)),
                           "examples per part at most; None: 10,000 dense / 50,000 knn")
@@ -279,6 +285,9 @@ class Ingenious(Method):
         if self.objective == "log_determinant" and self.kernel == "knn":
             raise ConfigError("objective='log_determinant' needs kernel='dense' (a kNN kernel is not positive "
                               "semi-definite); set kernel=dense or another objective")
+        if self.knn_search != "exact_per_part" and self.kernel != "knn":
+            raise ConfigError(f"knn_search={self.knn_search!r} builds a sparse kNN kernel over the whole pool; set "
+                              "kernel=knn or knn_search=exact_per_part")
         if self.reselect_every is not None:
             if self.reselect == "recompute" and self.embedding != "model":
                 raise ConfigError(f"reselect='recompute' re-embeds with the model being trained, but embedding="
@@ -291,7 +300,8 @@ class Ingenious(Method):
 
     # ----------------------------------------------------------------------------------- the parts
     def _gains_kwargs(self) -> dict[str, Any]:
-        return dict(objective=self.objective, kernel=self.kernel, knn=self.knn, partition=self.partition,
+        return dict(objective=self.objective, kernel=self.kernel, knn=self.knn, knn_search=self.knn_search,
+                    partition=self.partition,
                     max_part_size=self.max_part_size, optimizer=self.optimizer, fraction=self.fraction)
 
     def gains(self, vectors: np.ndarray, *, seed: int, i: int = 0) -> SubmodularGains:

@@ -12,8 +12,9 @@ from ....errors import ConfigError, missing_extra
 BACKENDS = ("auto", "faiss", "torch")
 
 
-def check_embeddings(name: str, x: Any) -> np.ndarray:
-    """A finite float32 matrix [n, d] with n >= 1 and d >= 1 (C-contiguous)."""
+def check_embeddings(name: str, x: Any, *, allow_float16: bool = False) -> np.ndarray:
+    """A finite float32 matrix [n, d] with n >= 1 and d >= 1 (C-contiguous); with ``allow_float16``
+    a float16 matrix is kept as float16 (storage: the caller converts rows to float32 as it goes)."""
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
     try:
@@ -26,7 +27,8 @@ def check_embeddings(name: str, x: Any) -> np.ndarray:
         raise ConfigError(f"{name} must have at least one row and one column, got shape {a.shape}")
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise ConfigError(f"{name} must hold numbers, got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    keep16 = allow_float16 and a.dtype == np.float16
+    a = np.ascontiguousarray(a, dtype=np.float16 if keep16 else np.float32)
     if not np.isfinite(a).all():
         bad = int((~np.isfinite(a)).any(axis=1).sum())
         raise ConfigError(f"{name} must be finite; {bad} row(s) hold NaN or inf (drop or re-embed those examples)")

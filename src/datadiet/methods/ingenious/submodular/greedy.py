@@ -150,6 +150,7 @@ def greedy_maximize(
     lam: float = 0.4,
     reg: float = 1.0,
     with_remaining: bool = False,
+    n_candidates: int | None = None,
 ) -> GreedyResult:
     """Pure: greedily pick ``budget`` elements maximising ``objective`` over ``kernel``.
 
@@ -158,10 +159,17 @@ def greedy_maximize(
     ``sample_size`` / ``seed`` only matter for ``optimizer='stochastic'`` (the sample size defaults to
     ``ceil(n / budget * ln(1 / epsilon))``; the generator is ``numpy.random.default_rng(seed)``).
     ``lam``: graph cut's redundancy weight (default 0.4). ``reg``: log-determinant's ridge (default 1.0).
+    ``n_candidates``: only elements ``0 .. n_candidates - 1`` may be picked (default: all ``n``); the
+    objective still sums over every row, so a part's candidates can cover examples outside the part
+    (the whole-pool kNN path of :func:`~.pipeline.submodular_gains`). ``budget`` is then at most
+    ``n_candidates`` and ``remaining`` lists unpicked candidates only.
     """
     kernel = check_kernel("kernel", kernel)
     n = kernel.n if isinstance(kernel, SparseKernel) else kernel.shape[0]
-    budget = check_int("budget (number of elements to pick, at most the number of examples)", budget, min=1, max=n)
+    rows = n
+    if n_candidates is not None:
+        n = check_int("n_candidates (at most the number of kernel rows)", n_candidates, min=1, max=rows)
+    budget = check_int("budget (number of elements to pick, at most the number of candidates)", budget, min=1, max=n)
     objective = check_choice("objective", objective, OBJECTIVES)
     optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
     epsilon = check_float("epsilon", epsilon, min=0.0, max=1.0, min_open=True, max_open=True)
@@ -172,7 +180,7 @@ def greedy_maximize(
     reg = check_float("reg", reg, min=0.0, min_open=True)
     with_remaining = check_bool("with_remaining", with_remaining)
     oracle = make_oracle(kernel, objective=objective, lam=lam, reg=reg)
-    width = n if (not isinstance(kernel, SparseKernel) and objective == "facility_location") else 1
+    width = rows if (not isinstance(kernel, SparseKernel) and objective == "facility_location") else 1
     if optimizer == "lazy":
         order, gains, evals = _lazy(oracle, n, budget, width)
     elif optimizer == "naive":

@@ -11,6 +11,8 @@ holds the example itself, so facility location always counts an example as cover
 
 Matrix products run in torch (so ``torch.set_num_threads`` controls them); the kNN search uses FAISS
 when it is installed (``pip install 'datadiet[scale]'``) and an exact blocked torch top-k otherwise.
+:func:`ann_knn_graph` is the approximate search over a whole pool (FAISS IVF or HNSW; faiss
+required), and :func:`knn_recall` measures any graph against the exact kNN on sampled queries.
 Memory: a dense kernel is ``4 n^2`` bytes; a kNN kernel is ``8 n k`` bytes (int32 column + float32
 value per entry) plus ``8 (n + 1)`` for the row pointers.
 """
@@ -227,3 +229,191 @@ def knn_kernel(
     _force_self(idx_all, val_all, 0)
     log.debug("knn_kernel: torch exact search n=%d k=%d", n, k)
     return _csr_from_topk(idx_all, val_all)
+
+
+# ------------------------------------------------------------------ approximate kNN over the whole pool
+KNN_SEARCHES = ("exact_per_part", "faiss_ivf", "faiss_hnsw")
+_ANN_INDEXES = ("ivf", "hnsw")
+_CHUNK = 65_536  # rows converted to float32 (and normalised) at a time
+
+
+def _require_faiss() -> object:
+    """The faiss module, or the one-line ImportError naming ``pip install 'datadiet[scale]'``."""
+    import importlib
+
+    from ....errors import missing_extra
+
+    try:
+        return importlib.import_module("faiss")
+    except ImportError:
+        raise missing_extra("faiss-cpu", "scale") from None
+
+
+def _f32_rows(x: np.ndarray, s: int, e: int, metric: str) -> np.ndarray:
+    """Rows ``s:e`` of ``x`` (float16 or float32) as C-contiguous float32, unit-norm for cosine."""
+    c = np.ascontiguousarray(x[s:e], dtype=np.float32)
+    if metric == "cosine":
+        c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(c, dtype=np.float32)
+
+
+def default_nlist(n: int) -> int:
+    """``round(4 sqrt(n))`` inverted lists, at least 1 and at most ``n``."""
+    return int(max(1, min(n, round(4.0 * np.sqrt(n)))))
+
+
+def ann_knn_graph(
+    embeddings: np.ndarray,
+    *,
+    k: int,
+    metric: str = "cosine",
+    gamma: float = 1.0,
+    index: str = "ivf",
+    nlist: int | None = None,
+    nprobe: int = 32,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pure: an *approximate* kNN graph over the whole pool with FAISS, ``(idx, sim)``, both ``[n, k]``.
+
+    Row ``i`` holds ``i`` itself (similarity exactly 1, as :func:`knn_kernel`) and its ``k - 1``
+    (approximately) most similar examples, in decreasing similarity; ``sim`` is the same similarity
+    as the exact kernels (``cosine`` or ``rbf`` with ``gamma``). ``index``:
+
+    - ``ivf`` (default): ``IndexIVFFlat`` (inner product on unit-norm rows for cosine, L2 for rbf) with
+      ``nlist`` lists (default ``round(4 sqrt(n))``), k-means trained with ``seed``; a query scans
+      ``nprobe`` lists (more: higher recall, slower). Deterministic for a seed.
+    - ``hnsw``: ``IndexHNSWFlat`` with ``hnsw_m`` links and ``ef_search``; no training, but
+      multi-threaded construction is not bit-reproducible.
+
+    ``embeddings`` may be float16 (half the storage): rows are converted to float32 (and normalised)
+    ``65,536`` at a time, so no float32 copy of the pool is made besides the index's own. A row for
+    which the index returns fewer than ``k`` neighbours (too few points in its probed lists) is
+    searched exactly. Needs faiss (``pip install 'datadiet[scale]'``); cost ~``O(n d (nlist +
+    nprobe n / nlist))`` for ``ivf`` against ``O(n^2 d)`` for an exact search. Measure the result with
+    :func:`knn_recall`.
+    """
+    x = check_embeddings("embeddings", embeddings, allow_float16=True)
+    n, d = x.shape
+    k = check_int("k (neighbours per example, at most the number of examples)", k, min=1, max=n)
+    metric = check_choice("metric", metric, METRICS)
+    gamma = check_float("gamma", gamma, min=0.0, min_open=True)
+    index = check_choice("index", index, _ANN_INDEXES)
+    nlist = default_nlist(n) if nlist is None else check_int("nlist (at most the number of examples)", nlist,
+                                                             min=1, max=n)
+    nprobe = check_int("nprobe", nprobe, min=1)
+    hnsw_m = check_int("hnsw_m", hnsw_m, min=2)
+    ef_search = check_int("ef_search", ef_search, min=1)
+    seed = check_int("seed", seed, min=0)
+    faiss = _require_faiss()
+    mt = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    if index == "ivf":
+        quantizer = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
+        ix = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
+        ix.cp.seed = seed
+        ix.cp.min_points_per_centroid = 1  # no "too few training points" warning on stderr
+        ntrain = min(n, 256 * nlist)
+        pick = np.sort(np.random.default_rng(seed).permutation(n)[:ntrain]) if ntrain < n else np.arange(n)
+        ix.train(np.concatenate([_f32_rows(x[pick], s, min(len(pick), s + _CHUNK), metric)
+                                 for s in range(0, len(pick), _CHUNK)]))
+        ix.nprobe = min(nprobe, nlist)
+    else:
+        ix = faiss.IndexHNSWFlat(d, hnsw_m, mt)
+        ix.hnsw.efSearch = max(ef_search, k)
+    for s in range(0, n, _CHUNK):
+        ix.add(_f32_rows(x, s, min(n, s + _CHUNK), metric))
+    idx = np.empty((n, k), dtype=np.int64)
+    val = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        v, i = ix.search(_f32_rows(x, s, e, metric), k)
+        idx[s:e], val[s:e] = i, v
+    short = np.flatnonzero((idx < 0).any(axis=1))
+    if len(short):  # rows whose probed lists held fewer than k points: search them exactly
+        ref = torch.from_numpy(np.concatenate([_f32_rows(x, s, min(n, s + _CHUNK), metric)
+                                               for s in range(0, n, _CHUNK)]))
+        q = ref[torch.from_numpy(short)]
+        s_ = q @ ref.T if metric == "cosine" else -((q * q).sum(1, keepdim=True) - 2.0 * (q @ ref.T)
+                                                    + (ref * ref).sum(1)[None, :]).clamp_(min=0.0)
+        v, i = torch.topk(s_, k, dim=1)
+        idx[short], val[short] = i.numpy(), (v.numpy() if metric == "cosine" else -v.numpy())
+        log.debug("ann_knn_graph: %d row(s) searched exactly (fewer than k=%d points probed)", len(short), k)
+    if metric == "rbf":
+        val = np.exp(-gamma * np.maximum(val, 0.0)).astype(np.float32)
+    else:
+        np.clip(val, -1.0, 1.0, out=val)
+    _force_self(idx, val, 0)
+    order = np.argsort(-val, axis=1, kind="stable")  # the forced self (1.0) first, then by similarity
+    idx, val = np.take_along_axis(idx, order, axis=1), np.take_along_axis(val, order, axis=1)
+    log.debug("ann_knn_graph: faiss %s n=%d k=%d nlist=%d nprobe=%d", index, n, k, nlist, nprobe)
+    return idx, val
+
+
+def ann_knn_kernel(embeddings: np.ndarray, *, k: int, **kwargs: object) -> SparseKernel:
+    """Pure: :func:`ann_knn_graph` as a :class:`SparseKernel` (CSR, columns sorted in each row)."""
+    idx, val = ann_knn_graph(embeddings, k=k, **kwargs)
+    return _csr_from_topk(idx, val)
+
+
+def _graph_rows(graph: object, name: str) -> list[np.ndarray] | np.ndarray:
+    if isinstance(graph, SparseKernel):
+        return [graph.indices[graph.indptr[i]:graph.indptr[i + 1]] for i in range(graph.n)]
+    a = np.asarray(graph)
+    if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer):
+        raise ConfigError(f"{name} must be a SparseKernel or an integer neighbour array [n, k], got "
+                          f"{type(graph).__name__} of shape {getattr(a, 'shape', None)}")
+    return a
+
+
+def knn_recall(
+    graph: object,
+    embeddings: np.ndarray,
+    *,
+    n_queries: int = 1000,
+    metric: str = "cosine",
+    exclude_self: bool = False,
+    seed: int = 0,
+) -> float:
+    """Pure: the recall of a kNN graph against the exact kNN, on a seeded sample of query rows.
+
+    ``graph``: neighbour lists, an int array ``[n, k]`` (as :func:`ann_knn_graph` returns) or a
+    :class:`SparseKernel`. For each of ``min(n_queries, n)`` rows ``i`` (drawn without replacement
+    with ``numpy.random.default_rng(seed)``; every row when ``n_queries >= n``) the exact ``k_i``
+    most similar examples are found by brute force (``metric`` as the kernels; ``i`` itself first,
+    as the kernels hold it) and the recall is ``sum_i |graph_i & exact_i| / sum_i k_i``, where
+    ``k_i`` is the length of row ``i``. ``exclude_self``: drop ``i`` from both lists (the recall of
+    the true neighbours only). An exact graph has recall 1 (up to ties in similarity).
+    """
+    x = check_embeddings("embeddings", embeddings, allow_float16=True)
+    n = x.shape[0]
+    rows = _graph_rows(graph, "graph")
+    if len(rows) != n:
+        raise ConfigError(f"graph has {len(rows)} rows but there are {n} embeddings")
+    n_queries = check_int("n_queries", n_queries, min=1)
+    metric = check_choice("metric", metric, METRICS)
+    seed = check_int("seed", seed, min=0)
+    from ._checks import check_bool
+
+    exclude_self = check_bool("exclude_self", exclude_self)
+    q = np.arange(n) if n_queries >= n else np.sort(np.random.default_rng(seed).choice(n, n_queries, replace=False))
+    ref = torch.from_numpy(np.concatenate([_f32_rows(x, s, min(n, s + _CHUNK), metric)
+                                           for s in range(0, n, _CHUNK)]))
+    sq = (ref * ref).sum(1) if metric == "rbf" else None
+    hit = total = 0
+    kmax = max(len(rows[i]) for i in q)
+    for s in range(0, len(q), 1024):
+        qi = torch.from_numpy(q[s:s + 1024].astype(np.int64))
+        sims = _similarity_block(ref[qi], ref, sq, metric, 1.0)
+        sims[torch.arange(len(qi)), qi] = float("inf")
+        top = torch.topk(sims, min(kmax + 1, n), dim=1).indices.numpy()  # i itself first
+        for r, i in enumerate(q[s:s + 1024].tolist()):
+            got = np.asarray(rows[i], dtype=np.int64)
+            if exclude_self:
+                got = got[got != i]
+                exact = top[r, 1:1 + len(got)]
+            else:
+                exact = top[r, :len(got)]
+            hit += len(np.intersect1d(got, exact))
+            total += len(got)
+    return float(hit / total) if total else 1.0

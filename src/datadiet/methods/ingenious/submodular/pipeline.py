@@ -27,7 +27,7 @@ from ....core.selection import Selection
 from ._checks import BACKENDS, check_embeddings, faiss_or_none
 from .functions import OBJECTIVES
 from .greedy import OPTIMIZERS, greedy_maximize, stochastic_sample_size
-from .kernels import METRICS, dense_kernel, knn_kernel
+from .kernels import KNN_SEARCHES, METRICS, SparseKernel, _csr_from_topk, ann_knn_graph, dense_kernel, knn_kernel
 from .partition import kmeans_partition, part_members, random_partition
 from .sampling import sample_subset
 
@@ -68,6 +68,36 @@ def _part_seeds(seed: int, n: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
+def _part_subkernel(cols: SparseKernel, members: np.ndarray) -> tuple[SparseKernel, int]:
+    """The whole-pool kNN kernel restricted to the columns of one part, as a square CSR over local ids.
+
+    ``cols`` is the transposed whole-pool kernel (row ``j`` = the examples that list ``j`` as a
+    neighbour). Local ids: the part's ``m`` members first (ascending), then every other example that
+    lists a member as a neighbour (ascending); only the first ``m`` columns hold entries, so the
+    greedy picks among the members (``n_candidates=m``) while covering every row. Memory: the
+    entries whose column is in the part, ``m k`` on average.
+    """
+    m = len(members)
+    starts, ends = cols.indptr[members], cols.indptr[members + 1]
+    lens = ends - starts
+    offs = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    pos = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(starts - offs, lens)
+    rows_g = cols.indices[pos].astype(np.int64)
+    col_l = np.repeat(np.arange(m, dtype=np.int64), lens)
+    vals = cols.data[pos]
+    at = np.minimum(np.searchsorted(members, rows_g), m - 1)
+    in_part = members[at] == rows_g
+    extra = np.unique(rows_g[~in_part])
+    row_l = np.where(in_part, at, m + np.searchsorted(extra, rows_g))
+    size = m + len(extra)
+    order = np.lexsort((col_l, row_l))
+    indptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_l, minlength=size), out=indptr[1:])
+    k = SparseKernel(indptr=indptr, indices=col_l[order].astype(np.int32), data=vals[order].astype(np.float32),
+                     n=size)
+    return k, m
+
+
 def submodular_gains(
     embeddings: np.ndarray,
     *,
@@ -88,6 +118,9 @@ def submodular_gains(
     backend: str = "auto",
     workers: int = 1,
     seed: int = 0,
+    knn_search: str = "exact_per_part",
+    nprobe: int = 32,
+    nlist: int | None = None,
 ) -> SubmodularGains:
     """Pure: greedy gains of every example, one greedy run per part.
 
@@ -107,8 +140,17 @@ def submodular_gains(
     - ``workers``: parts run on a thread pool of this size (numpy/torch release the GIL in the heavy
       loops; each worker holds one part's kernel).
     - ``backend``: ``auto`` | ``faiss`` | ``torch`` for the kNN search and k-means.
+    - ``knn_search`` (``kernel='knn'`` only): ``exact_per_part`` [default]: an exact kNN graph inside
+      each part, so no neighbour crosses parts; ``faiss_ivf`` (``nprobe`` [32], ``nlist`` [``round(4
+      sqrt(n))``]) or ``faiss_hnsw``: one approximate kNN graph over the whole pool
+      (:func:`~.kernels.ann_knn_graph`, needs faiss), so neighbours cross parts and parts only bound
+      the greedy's memory: each part's greedy picks among its members and counts the coverage of
+      every example in the pool that lists a member as a neighbour.
+
+    ``embeddings`` may be float16 (storage); rows are converted to float32 part by part (or chunk by
+    chunk for the FAISS search).
     """
-    x = check_embeddings("embeddings", embeddings)
+    x = check_embeddings("embeddings", embeddings, allow_float16=True)
     n = x.shape[0]
     objective = check_choice("objective", objective, OBJECTIVES)
     kernel = check_choice("kernel", kernel, KERNELS)
@@ -128,12 +170,21 @@ def submodular_gains(
     backend = check_choice("backend", backend, BACKENDS)
     workers = check_int("workers", workers, min=1)
     seed = check_int("seed", seed, min=0)
+    knn_search = check_choice("knn_search", knn_search, KNN_SEARCHES)
+    nprobe = check_int("nprobe", nprobe, min=1)
+    if nlist is not None:
+        nlist = check_int("nlist (at most the number of examples)", nlist, min=1, max=n)
+    if knn_search != "exact_per_part" and kernel != "knn":
+        raise ConfigError(f"knn_search={knn_search!r} builds a sparse kNN kernel over the whole pool; set kernel='knn' "
+                          "or knn_search='exact_per_part'")
     if objective == "log_determinant" and kernel == "knn":
         raise ConfigError("objective 'log_determinant' needs kernel='dense' (a kNN kernel is not positive semi-definite)")
     params = dict(objective=objective, kernel=kernel, metric=metric, gamma=gamma, knn=knn, partition=partition,
                   max_part_size=max_part_size, n_parts=n_parts, optimizer=optimizer, epsilon=epsilon,
                   fraction=fraction, greedy_fraction=greedy_fraction, lam=lam, reg=reg, backend=backend,
-                  workers=workers, seed=seed)
+                  workers=workers, seed=seed, knn_search=knn_search)
+    if knn_search == "faiss_ivf":
+        params.update(nprobe=nprobe, nlist=nlist)
 
     t0 = time.perf_counter()
     p = max(n_parts or 1, math.ceil(n / max_part_size))
@@ -141,17 +192,27 @@ def submodular_gains(
         parts = random_partition(n, n_parts=p, seed=seed)
         part_backend = "numpy"
     else:
-        px = x
+        px = x.astype(np.float32) if x.dtype != np.float32 else x
         if metric == "cosine":  # cluster directions; skip the copy when the rows are unit-norm already
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            norms = np.linalg.norm(px, axis=1, keepdims=True)
             if not np.allclose(norms, 1.0, atol=1e-3):
-                px = x / np.maximum(norms, 1e-12)
+                px = px / np.maximum(norms, 1e-12)
         parts = kmeans_partition(px, n_parts=p, seed=seed, max_size=max_part_size, backend=backend)
         part_backend = "faiss" if faiss_or_none(backend) is not None else "torch"
     partition_s = time.perf_counter() - t0
     members = part_members(parts)
     seeds = _part_seeds(seed, len(members))
     knn_backend = ("faiss" if faiss_or_none(backend) is not None else "torch") if kernel == "knn" else None
+    cols: SparseKernel | None = None
+    graph_s, graph_bytes = 0.0, 0
+    if knn_search != "exact_per_part":
+        t = time.perf_counter()
+        ann = dict(index="ivf", nprobe=nprobe, nlist=nlist) if knn_search == "faiss_ivf" else dict(index="hnsw")
+        gi, gv = ann_knn_graph(x, k=min(knn, n), metric=metric, gamma=gamma, seed=seed, **ann)
+        cols = _csr_from_topk(gi, gv).transpose()  # row j: the examples that list j as a neighbour
+        del gi, gv
+        graph_s, graph_bytes = time.perf_counter() - t, cols.nbytes
+        knn_backend = knn_search
 
     def run(i: int) -> tuple[np.ndarray, Any, float, float, int]:
         idx = members[i]
@@ -160,14 +221,18 @@ def submodular_gains(
         if kernel == "dense":
             k = dense_kernel(x[idx], metric=metric, gamma=gamma)
             nbytes = k.nbytes
-        else:
+        elif cols is None:
             k = knn_kernel(x[idx], k=min(knn, m), metric=metric, gamma=gamma, backend=backend)
             nbytes = 2 * k.nbytes  # the facility-location oracle keeps its transpose
+        else:
+            k, _ = _part_subkernel(cols, idx)
+            nbytes = 2 * k.nbytes
         tk = time.perf_counter() - t
         steps = min(m, max(1, math.ceil(greedy_fraction * m)))
         size = stochastic_sample_size(m, max(1, math.ceil(fraction * m)), epsilon)
         res = greedy_maximize(k, budget=steps, objective=objective, optimizer=optimizer, sample_size=size,
-                              seed=seeds[i], lam=lam, reg=reg, with_remaining=steps < m)
+                              seed=seeds[i], lam=lam, reg=reg, with_remaining=steps < m,
+                              n_candidates=m if cols is not None else None)
         return idx, res, tk, time.perf_counter() - t - tk, nbytes
 
     if workers > 1 and len(members) > 1:
@@ -201,6 +266,8 @@ def submodular_gains(
                 partition_backend=part_backend, knn_backend=knn_backend, partition_s=round(partition_s, 4),
                 kernel_s=round(kernel_s, 4), greedy_s=round(greedy_s, 4), n_evals=int(evals),
                 kernel_bytes_per_part_max=int(peak), objective_value=float(gains[picked].sum()))
+    if cols is not None:
+        info.update(knn_graph_s=round(graph_s, 4), knn_graph_bytes=int(graph_bytes))
     log.info("submodular gains: n=%d parts=%d kernel=%s %.1fs kernel, %.1fs greedy", n, len(members), kernel,
              kernel_s, greedy_s)
     return SubmodularGains(parts=parts, gains=gains, rank=rank, picked=picked, params=params, info=info)

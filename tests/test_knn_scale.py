@@ -1,0 +1,212 @@
+"""Approximate kNN over the whole pool (FAISS IVF / HNSW) for INGENIOUS's sparse kernel, and its recall."""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+
+import numpy as np
+import pytest
+
+from datadiet.errors import ConfigError
+from datadiet.methods.ingenious.submodular import (
+    ann_knn_graph,
+    ann_knn_kernel,
+    dense_kernel,
+    greedy_maximize,
+    knn_kernel,
+    knn_recall,
+    objective_value,
+    random_partition,
+    submodular_gains,
+)
+from datadiet.methods.ingenious.submodular.pipeline import _part_subkernel
+
+HAVE_FAISS = importlib.util.find_spec("faiss") is not None
+needs_faiss = pytest.mark.skipif(not HAVE_FAISS, reason="faiss not installed (pip install 'datadiet[scale]')")
+
+if HAVE_FAISS:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
+def planted(n: int = 2000, d: int = 32, clusters: int = 40, noise: float = 0.3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(clusters, d))
+    x = c[rng.integers(0, clusters, n)] + noise * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- recall
+def test_recall_exact_graph_is_one_and_wrong_neighbours_give_known_fraction():
+    x = planted(300, 16, clusters=10, noise=0.5)
+    exact = knn_kernel(x, k=5, backend="torch")
+    assert knn_recall(exact, x) == 1.0
+    idx = exact.indices.reshape(300, 5).astype(np.int64)
+    assert knn_recall(idx, x, n_queries=50, seed=3) == 1.0
+    # replace one true (non-self) neighbour of the first 60 rows by the row's least similar example
+    wrong = idx.copy()
+    sims = x @ x.T
+    for i in range(60):
+        col = int(np.flatnonzero(wrong[i] != i)[0])
+        wrong[i, col] = int(np.argmin(sims[i]))
+    assert knn_recall(wrong, x) == pytest.approx(1.0 - 60 / (300 * 5))
+    assert knn_recall(wrong, x, exclude_self=True) == pytest.approx(1.0 - 60 / (300 * 4))
+    with pytest.raises(ConfigError, match="rows"):
+        knn_recall(wrong[:10], x)
+
+
+@needs_faiss
+@pytest.mark.parametrize("metric", ["cosine", "rbf"])
+def test_faiss_ivf_whole_pool_recall_is_high(metric):
+    x = planted()
+    idx, val = ann_knn_graph(x, k=10, metric=metric, nprobe=32, seed=0)
+    assert idx.shape == val.shape == (2000, 10)
+    assert (idx[:, 0] == np.arange(2000)).all() and (val[:, 0] == 1.0).all()  # the example itself first
+    assert (np.diff(val, axis=1) <= 1e-6).all()
+    r = knn_recall(idx, x, n_queries=500, metric=metric, exclude_self=True, seed=1)
+    assert r >= 0.9, r
+    # the approximate kernel's similarities are the exact ones for the neighbours it found
+    k = ann_knn_kernel(x, k=10, metric=metric, nprobe=32)
+    assert np.allclose(k.to_dense()[k.to_dense() != 0], dense_kernel(x, metric=metric)[k.to_dense() != 0], atol=1e-5)
+
+
+@needs_faiss
+def test_faiss_hnsw_recall_and_float16_storage():
+    x = planted()
+    idx, _ = ann_knn_graph(x, k=10, index="hnsw")
+    assert knn_recall(idx, x, n_queries=500, exclude_self=True) >= 0.9
+    i16, v16 = ann_knn_graph(x.astype(np.float16), k=10, nprobe=32)
+    assert v16.dtype == np.float32
+    assert knn_recall(i16, x, n_queries=500, exclude_self=True) >= 0.9
+
+
+@needs_faiss
+def test_ann_graph_is_deterministic_and_fills_short_rows():
+    x = planted(500)
+    a = ann_knn_graph(x, k=8, nprobe=4, seed=7)
+    b = ann_knn_graph(x, k=8, nprobe=4, seed=7)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # nlist = n and nprobe = 1: each probed list holds ~1 point, so rows are completed by an exact search
+    idx, _ = ann_knn_graph(x, k=8, nlist=500, nprobe=1)
+    assert (idx >= 0).all() and all(len(set(r)) == 8 for r in idx.tolist())
+
+
+# --------------------------------------------------------------------------------- crossing parts
+@needs_faiss
+def test_neighbours_cross_parts_with_faiss_and_never_exact_per_part():
+    x = planted(1000, 32, clusters=100, noise=0.1)  # ~10 near-duplicates per cluster, spread over 4 random parts
+    parts = random_partition(1000, n_parts=4, seed=5)
+    exact = knn_kernel(x, k=6, backend="torch").indices.reshape(1000, 6)
+    assert (parts[exact] != parts[:, None]).any(axis=1).mean() > 0.5  # true neighbours lie in other parts
+    from datadiet.methods.ingenious.submodular.pipeline import part_members
+
+    members = part_members(parts)
+    # old path: the exact per-part kernels only ever link members of one part
+    for m in members:
+        k = knn_kernel(x[m], k=6, backend="torch")
+        assert (parts[m[k.indices]] == parts[m[np.repeat(np.arange(len(m)), np.diff(k.indptr))]]).all()
+    # new path: the whole-pool graph links across parts; each part's sub-kernel covers outside rows
+    idx, val = ann_knn_graph(x, k=6, nprobe=64)
+    assert (parts[idx] != parts[:, None]).any(axis=1).mean() > 0.5
+    cols = knn_kernel(x, k=6, backend="torch")  # exact graph, so the sub-kernels can be checked by hand
+    t = cols.transpose()
+    for m in members:
+        sub, nc = _part_subkernel(t, m)
+        assert nc == len(m) and sub.n > len(m)  # rows outside the part are covered
+        assert sub.indices.max() < len(m)  # only members are candidates
+        s = np.arange(0, len(m), 7)
+        assert objective_value(sub, s) == pytest.approx(objective_value(cols, m[s]), rel=1e-6)
+
+
+@needs_faiss
+def test_submodular_gains_option_default_unchanged_and_validated():
+    x = planted(800)
+    a = submodular_gains(x, kernel="knn", knn=8, n_parts=3, seed=2)
+    b = submodular_gains(x, kernel="knn", knn=8, n_parts=3, seed=2, knn_search="exact_per_part")
+    assert np.array_equal(a.gains, b.gains) and a.info["knn_backend"] == "faiss"
+    c = submodular_gains(x, kernel="knn", knn=8, n_parts=3, seed=2, knn_search="faiss_ivf", nprobe=16)
+    assert c.info["knn_backend"] == "faiss_ivf" and c.params["nprobe"] == 16 and c.picked.all()
+    with pytest.raises(ConfigError, match="kernel='knn'"):
+        submodular_gains(x, kernel="dense", knn_search="faiss_ivf")
+    with pytest.raises(ConfigError, match="knn_search"):
+        submodular_gains(x, kernel="knn", knn_search="annoy")
+
+
+# ------------------------------------------------------------------------------ objective quality
+@needs_faiss
+def test_greedy_objective_with_approximate_graph_close_to_dense_and_deterministic():
+    x = planted(1000, 32, clusters=40, noise=0.4, seed=1)
+    dense = dense_kernel(x)
+    budget = 100
+    ref = greedy_maximize(dense, budget=budget)
+    f_dense = objective_value(dense, ref.order)
+    gi, gv = ann_knn_graph(x, k=20, nprobe=32, seed=0)
+    from datadiet.methods.ingenious.submodular.kernels import _csr_from_topk
+
+    approx = greedy_maximize(_csr_from_topk(gi, gv), budget=budget)
+    f_approx = objective_value(dense, approx.order)
+    assert f_approx >= 0.97 * f_dense, (f_approx, f_dense)
+    # through the pipeline, one part: the greedy order's prefix is the same selection, run to run
+    g1 = submodular_gains(x, kernel="knn", knn=20, n_parts=1, knn_search="faiss_ivf", seed=4, greedy_fraction=0.1)
+    g2 = submodular_gains(x, kernel="knn", knn=20, n_parts=1, knn_search="faiss_ivf", seed=4, greedy_fraction=0.1)
+    assert np.array_equal(g1.gains, g2.gains) and np.array_equal(g1.rank, g2.rank)
+    sel = np.flatnonzero(g1.picked)
+    assert objective_value(dense, sel) >= 0.97 * f_dense
+    # several parts: each part picks among its members but covers the whole pool
+    x = planted(2000, 32, clusters=40, noise=0.4, seed=1)
+    dense = dense_kernel(x)
+    f_dense = objective_value(dense, greedy_maximize(dense, budget=200).order)
+    g3 = submodular_gains(x, kernel="knn", knn=20, n_parts=4, knn_search="faiss_ivf", seed=4, greedy_fraction=0.1)
+    g4 = submodular_gains(x, kernel="knn", knn=20, n_parts=4, knn_search="faiss_ivf", seed=4, greedy_fraction=0.1)
+    assert np.array_equal(g3.gains, g4.gains) and np.array_equal(g3.picked, g4.picked)
+    assert objective_value(dense, np.flatnonzero(g3.picked)) >= 0.97 * f_dense
+
+
+def test_greedy_n_candidates_restricts_picks():
+    x = planted(200, 8, clusters=5)
+    k = knn_kernel(x, k=5, backend="torch")
+    r = greedy_maximize(k, budget=30, n_candidates=50, with_remaining=True)
+    assert r.order.max() < 50 and len(r.remaining) == 20
+    naive = greedy_maximize(k, budget=30, n_candidates=50, optimizer="naive")
+    assert np.array_equal(r.order, naive.order)
+    with pytest.raises(ConfigError, match="budget"):
+        greedy_maximize(k, budget=51, n_candidates=50)
+
+
+# ------------------------------------------------------------------------------------ missing faiss
+def test_missing_faiss_gives_one_line_install_message(monkeypatch):
+    real = builtins.__import__
+    real_import_module = importlib.import_module
+
+    def no_faiss(name, *a, **kw):
+        if name == "faiss" or name.startswith("faiss."):
+            raise ImportError("No module named 'faiss'")
+        return real(name, *a, **kw)
+
+    def no_faiss_module(name, *a, **kw):
+        if name == "faiss" or name.startswith("faiss."):
+            raise ImportError("No module named 'faiss'")
+        return real_import_module(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    monkeypatch.setattr(importlib, "import_module", no_faiss_module)
+    x = planted(100, 8, clusters=4)
+    for call in (lambda: ann_knn_graph(x, k=5),
+                 lambda: submodular_gains(x, kernel="knn", knn=5, knn_search="faiss_ivf")):
+        with pytest.raises(ImportError) as e:
+            call()
+        msg = str(e.value)
+        assert "\n" not in msg and "pip install 'datadiet[scale]'" in msg
+    # the default path still works without faiss (exact torch search)
+    assert submodular_gains(x, kernel="knn", knn=5).info["knn_backend"] == "torch"
+
+
+def test_method_parameter_default_and_validation():
+    from datadiet.methods.ingenious.method import Ingenious
+
+    assert Ingenious().knn_search == "exact_per_part"
+    assert Ingenious(kernel="knn", knn_search="faiss_ivf")._gains_kwargs()["knn_search"] == "faiss_ivf"
+    with pytest.raises(ConfigError, match="kernel=knn"):
+        Ingenious(knn_search="faiss_ivf")
