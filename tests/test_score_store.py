@@ -265,3 +265,25 @@ def test_run_folder_points_at_its_scores_file(tmp_path):
     make_result().save(run / "scores.json")
     with pytest.raises(DataDietError, match="give its scores file .*scores.json"):
         ScoreResult.load(run)
+
+
+def test_cli_score_writes_a_store_that_select_reads(tmp_path, capsys):
+    """`datadiet score --format parquet` writes the store; `select --scores STORE` gives the selection of its JSON twin."""
+    import json
+    from pathlib import Path
+
+    from datadiet.cli.main import main
+
+    cfg = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    common = ["-q", "-c", cfg, "--set", "model.name=tiny-bert", "data.max_train=64", "data.max_test=16",
+              "train.bf16=false", "--seeds", "1", "--score-steps", "2", "--no-cache"]
+    store, js = tmp_path / "scores.parquet", tmp_path / "scores.json"
+    assert main(["score", *common, "--format", "parquet", "--out", str(store)]) == 0
+    assert main(["score", *common, "--out", str(js)]) == 0
+    assert (store / "manifest.json").exists()
+    sels = []
+    for src in (store, js):
+        out = tmp_path / f"sel-{src.suffix[1:]}.json"
+        assert main(["select", "-q", "--scores", str(src), "-p", "mode=top", "keep=0.5", "--out", str(out)]) == 0
+        sels.append(json.loads(out.read_text())["ids"])
+    assert sels[0] == sels[1] and len(sels[0]) == 32

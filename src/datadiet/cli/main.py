@@ -398,7 +398,12 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", dest="cache", action="store_false", default=None,
                    help="neither read nor write the score cache (recompute every scoring run)")
     p.add_argument("--out", metavar="FILE.json",
-                   help="scores file to write (default: OUTPUT_DIR/scores/DATA-MODEL-SCORE.json)")
+                   help="scores file to write (default: OUTPUT_DIR/scores/DATA-MODEL-SCORE.json, or .parquet "
+                        "with --format parquet)")
+    p.add_argument("--format", choices=["json", "parquet"], default="json",
+                   help="json: one scores file (default); parquet: a store folder of Parquet shards keyed by "
+                        "example_id, written shard by shard (a rerun resumes) and readable by "
+                        "datasets.Dataset.from_parquet; select and report --scores read both")
 
 
 def _data_diet_from(cfg, **flags: Any):
@@ -423,15 +428,20 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be >= 1 (the number of scoring runs), got {args.seeds}")
     dd = _data_diet_from(cfg, score=args.score, score_seeds=args.seeds, score_epochs=args.score_epochs,
                          score_steps=args.score_steps, cache=args.cache)
+    ext = ".parquet" if args.format == "parquet" else ".json"
     out = Path(args.out) if args.out else (
-        Path(cfg.output_dir) / "scores" / f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-{dd.score}.json")
-    out_file(out, "--out" if args.out else "scores file")  # before the scoring runs, not after them
+        Path(cfg.output_dir) / "scores" / f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-{dd.score}{ext}")
+    # checked before the scoring runs, not after them: a file for json, a folder (the store) for parquet
+    (out_dir if args.format == "parquet" else out_file)(out, "--out" if args.out else "scores file")
     ds, lm, train, _test, collator, _ = prepare(cfg)
     ctx = plan_context(cfg, lm, train, collator, task=ds.task)
     log.info("score: %s | %s | %s, %d scoring run(s) of %d steps each", cfg.data.name, cfg.model.name, dd.score,
              dd.score_seeds, dd.scoring_steps(len(train), cfg.train.batch_size))
     res = dd.compute_scores(ctx, progress=not args.quiet)
-    res.save(out)
+    if args.format == "parquet":
+        res.save_parquet(out)
+    else:
+        res.save(out)
     q = sorted(res.scores)
     q = (q[0], q[len(q) // 2], q[-1])
     hits = sum(res.cached)
@@ -439,7 +449,7 @@ def cmd_score(args: argparse.Namespace) -> int:
          f"(seeds {', '.join(map(str, res.seeds))}) at step {res.steps}: min {q[0]:.4f}  median {q[1]:.4f}  max {q[2]:.4f}")
     echo(f"cost: {res.cost_s:.1f} s of scoring runs" + (f" ({hits} run(s) from the cache, {res.reused_s:.1f} s paid earlier; "
          f"{res.spent_s:.1f} s spent now)" if hits else ""))
-    echo(f"scores file: {out}")
+    echo(f"scores {'store' if args.format == 'parquet' else 'file'}: {out}")
     echo(f"select with: datadiet select --scores {out} -p mode=top keep=0.7 --out selection.json")
     return EXIT_OK
 
