@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from .._validate import check_bool
 from ..errors import ConfigError, suggest
 
 Check = Callable[[str, Any], Any]
@@ -118,9 +119,8 @@ def one_of(*choices: str) -> Check:
 
 
 def boolean(name: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(f"{name} must be true or false, got {v!r}")
-    return v
+    """``True`` or ``False`` only (the run configuration's check: a quoted ``"false"`` gets the fix)."""
+    return check_bool(name, v)
 
 
 def as_given(check: Check) -> Check:
