@@ -35,12 +35,6 @@ def tiny_data(n: int = 128) -> tuple[TextSplit, int]:
     return TextSplit(ids=np.arange(1000, 1000 + n), texts=texts, labels=np.arange(n) % 2), 2
 
 
-def final_datadiet_counts(trainer) -> dict[str, float]:
-    """The datadiet counts of the last training log that has them."""
-    rows = [r for r in trainer.state.log_history if "datadiet/examples_seen" in r]
-    return {k: v for k, v in rows[-1].items() if k.startswith("datadiet/")} if rows else {}
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="tiny random model and built-in planted data (fast)")
@@ -72,7 +66,7 @@ def main(argv=None) -> None:
     out = trainer.train()
     if trainer.is_world_process_zero():  # several processes (torchrun): rank 0 reports
         print(f"trained on {len(trainer.train_dataset)} of {len(dataset)} examples; train_loss: {out.training_loss:.4f}")
-        for k, v in final_datadiet_counts(trainer).items():
+        for k, v in trainer.datadiet_logs().items():  # every rank's counts, as logged
             print(f"{k}: {v:g}")
 
 

@@ -154,10 +154,11 @@ def lm_loop_run(case: str, folder, *, ranks=None, per_rank_batch: int):
         f"train.epochs={EPOCHS}", f"train.lr={LR}", "train.seed=0", "train.device=cpu", f"method.name={case}",
         *[f"method.params.{k}={v}" for k, v in LM_CASES[case].items()]])
     ds, lm, train, _test, collator, _ = prepare(cfg, torch.device("cpu"))
-    plan = build_method(case, cfg.method.params).plan(plan_context(cfg, lm, train, collator, task=ds.task, ranks=ranks))
+    ctx = plan_context(cfg, lm, train, collator, task=ds.task, ranks=ranks)
+    assert ctx.batch_size == W * per_rank_batch  # the plan sees the global batch
+    plan = build_method(case, cfg.method.params).plan(ctx)
     engine = StepEngine(task=ds.task, batch_size=per_rank_batch, filters=plan.filters, pad_token_id=lm.pad_token_id,
                         ranks=ranks)
     res = fit(lm.model, train, engine=engine, collator=collator, epochs=EPOCHS, lr=LR, weight_decay=0.0,
               max_grad_norm=1.0, fused_adamw=True, seed=0, ranks=ranks)
-    assert W * per_rank_batch == plan_context(cfg, lm, train, collator, task=ds.task, ranks=ranks).batch_size
     return lm.model, engine, res
