@@ -404,6 +404,19 @@ def _add_score(p: argparse.ArgumentParser) -> None:
                    help="json: one scores file (default); parquet: a store folder of Parquet shards keyed by "
                         "example_id, written shard by shard (a rerun resumes) and readable by "
                         "datasets.Dataset.from_parquet; select and report --scores read both")
+    g = p.add_argument_group("Ray (pip install 'datadiet[ray]')")
+    g.add_argument("--engine", choices=["local", "ray"], default=None,
+                   help="local: the scoring forwards in this process (default, the reference); ray: on Ray Data "
+                        "actors (the scoring runs' training stays here); a killed job, rerun, resumes from its "
+                        "trained runs and finished shards")
+    g.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="actors of the Ray pass, each loading the model once (default 1; a GPU each on a cluster "
+                        "with GPUs); this machine's cores are shared out among them")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this running Ray cluster (e.g. auto or ray://host:10001) instead of starting a local "
+                        "Ray with this machine's cores; default: $RAY_ADDRESS")
+    g.add_argument("--ray-shard-rows", type=int, default=None, metavar="R",
+                   help="rows per shard, the unit a rerun resumes from (default 4096)")
 
 
 def _data_diet_from(cfg, **flags: Any):
@@ -426,8 +439,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     cfg = load_cfg(args)
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (the number of scoring runs), got {args.seeds}")
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise ConfigError(f"--ray-workers must be >= 1, got {args.ray_workers}")
+    if args.ray_shard_rows is not None and args.ray_shard_rows < 1:
+        raise ConfigError(f"--ray-shard-rows must be >= 1, got {args.ray_shard_rows}")
+    ray_flags = [f for f in ("ray_workers", "ray_address", "ray_shard_rows") if getattr(args, f) is not None]
     dd = _data_diet_from(cfg, score=args.score, score_seeds=args.seeds, score_epochs=args.score_epochs,
-                         score_steps=args.score_steps, cache=args.cache)
+                         score_steps=args.score_steps, cache=args.cache, engine=args.engine,
+                         ray_workers=args.ray_workers)
+    if ray_flags and dd.engine != "ray":
+        raise ConfigError(f"--{ray_flags[0].replace('_', '-')} goes with --engine ray")
+    engine = None
+    if dd.engine == "ray":
+        from ..core.ray_pool import ray_engine
+
+        engine = ray_engine("ray", workers=dd.ray_workers, address=args.ray_address, shard_rows=args.ray_shard_rows)
     ext = ".parquet" if args.format == "parquet" else ".json"
     out = Path(args.out) if args.out else (
         Path(cfg.output_dir) / "scores" / f"{cfg.data.name.replace('/', '_')}-{cfg.model.name.replace('/', '_')}-{dd.score}{ext}")
@@ -437,7 +463,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     ctx = plan_context(cfg, lm, train, collator, task=ds.task)
     log.info("score: %s | %s | %s, %d scoring run(s) of %d steps each", cfg.data.name, cfg.model.name, dd.score,
              dd.score_seeds, dd.scoring_steps(len(train), cfg.train.batch_size))
-    res = dd.compute_scores(ctx, progress=not args.quiet)
+    if engine is not None:
+        log.info("score: the scoring forwards on Ray, %d actor(s) x %d thread(s), shards of %d rows", engine.workers,
+                 engine.threads_per_worker(), engine.shard_rows)
+    res = dd.compute_scores(ctx, progress=not args.quiet, engine=engine)
     if args.format == "parquet":
         res.save_parquet(out)
     else:

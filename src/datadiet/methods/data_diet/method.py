@@ -39,6 +39,7 @@ from ...errors import ConfigError, DataDietError
 from ..random_subset import random_subset
 from .scores import SCORES
 from ...core.method import Method
+from ...core.ray_pool import engine_params
 from ...core.params import Param, as_given, boolean, float_in, int_at_least, one_of, optional
 from ...core.selection import Selection
 
@@ -224,6 +225,10 @@ class DataDiet(Method):
         reuse scoring runs from the on-disk cache (default true).
     grand_chunk_size
         examples per ``vmap`` chunk for full GraNd (memory ~ this many gradient copies).
+    engine, ray_workers
+        ``local`` (default; this process) or ``ray``: each scoring run's scoring forward on
+        ``ray_workers`` Ray Data actors (:mod:`datadiet.core.ray_pool`); the runs' training stays in
+        this process. Resumable: a killed job, rerun, keeps its trained runs and finished shards.
     """
 
     name = "data_diet"
@@ -244,8 +249,12 @@ class DataDiet(Method):
                  "the run's seed")
     cache = Param(True, boolean, "reuse scoring runs from the on-disk cache")
     grand_chunk_size = Param(8, int_at_least(1), "examples per vmap chunk for full GraNd")
+    engine, ray_workers = engine_params()
 
     def __post_init__(self) -> None:
+        if self.engine == "ray" and self.score == "grand":
+            raise ConfigError("engine='ray' runs the scoring forward (score=el2n or grand_head); full GraNd "
+                              "(score=grand) needs per-example gradients: use engine='local' for it")
         self.__dict__.update(zip(("mode", "keep", "offset", "stratified"), check_selector(
             mode=self.mode, keep=self.keep, offset=self.offset, stratified=self.stratified)))
         if self.score_epochs is not None and self.score_steps is not None:
@@ -264,12 +273,13 @@ class DataDiet(Method):
             return self.score_steps
         return steps_for_epochs(self.score_epochs, n=n, batch_size=batch_size)
 
-    def compute_scores(self, ctx, *, progress: bool = False):
+    def compute_scores(self, ctx, *, progress: bool = False, engine=None):
         """Run (or reuse from the cache) the scoring runs for ``ctx``; returns a ``ScoreResult``.
 
         With ``ctx.ranks`` (several processes) the runs are shared out over the ranks round-robin and
         gathered (:func:`~datadiet.methods.data_diet.score_runs.compute_scores`): every rank gets the
-        same result."""
+        same result. ``engine``: a :class:`~datadiet.core.ray_pool.RayEngine` to use instead of the one
+        the ``engine`` / ``ray_workers`` parameters describe (e.g. with a cluster address)."""
         from .score_runs import ScoreCache, TrainSettings, compute_scores, data_fingerprint
 
         if ctx.task != "classification":
@@ -296,7 +306,14 @@ class DataDiet(Method):
         return compute_scores(kind=self.score, seeds=seeds, steps=steps, build_model=build, dataset=ctx.train_dataset,
                               collator=ctx.collator, settings=settings, labels=ctx.labels,
                               cache=ScoreCache() if self.cache else None, cache_base=cache_base, progress=progress,
-                              ranks=getattr(ctx, "ranks", None))
+                              ranks=getattr(ctx, "ranks", None),
+                              engine=engine if engine is not None else self.ray_engine())
+
+    def ray_engine(self):
+        """``None`` (engine='local') or the :class:`~datadiet.core.ray_pool.RayEngine` of these parameters."""
+        from ...core.ray_pool import ray_engine
+
+        return ray_engine(self.engine, workers=self.ray_workers)
 
     def select_from_scores(self, result, *, seed: int | None = None) -> Selection:
         """Apply this method's selector to precomputed scores (a ``ScoreResult``, e.g. from a scores file)."""

@@ -272,6 +272,7 @@ def compute_scores(
     cache_base: dict[str, Any] | None = None,
     progress: bool = False,
     ranks=None,
+    engine=None,
 ) -> ScoreResult:
     """Run (or take from ``cache``) one scoring run per seed and average their ``kind`` scores.
 
@@ -286,12 +287,24 @@ def compute_scores(
     per-run scores, costs and cache hits are then gathered, so every rank returns the same result
     (``cost_s``: the sum of every run's cost, as in one process; ``spent_s``: this rank's wall-clock).
     Ranks that own no run (fewer runs than ranks) wait at the gather.
+
+    ``engine`` (a :class:`datadiet.core.ray_pool.RayEngine`): each run's scoring forward runs on Ray
+    Data actors instead of this process (the training of a run stays here). With the cache on, a run
+    keeps its trained weights and its finished shards in a work folder until its scores are cached,
+    so a killed job, rerun, neither retrains nor rescores what it had finished. Full GraNd needs
+    per-example gradients and is refused on Ray.
     """
     kind = check_choice("score", kind, SCORES)
     seeds = tuple(check_int("seed", s, min=0) for s in seeds)
     if not seeds:
         raise DataDietError("score_seeds must be >= 1 (the number of scoring runs to average)")
     steps = check_int("steps", steps, min=0)
+    if engine is not None and kind == "grand":
+        raise DataDietError("engine 'ray' runs the scoring forward (score=el2n or grand_head); full GraNd "
+                            "(score=grand) needs per-example gradients and runs with engine=local")
+    if engine is not None and ranks is not None:
+        raise DataDietError("engine 'ray' and several processes (torchrun) do not mix: run the scoring on Ray from "
+                            "one process (datadiet score --engine ray), then train on the selection")
     ids = np.asarray([int(dataset[i][ID_KEY]) for i in range(len(dataset))], dtype=np.int64)
     use_cache = cache is not None and cache_base is not None
     t_all = time.perf_counter()
@@ -306,14 +319,23 @@ def compute_scores(
             log.info("scoring run seed %d: %s scores from the cache (cost %.1f s when computed)", seed, kind, got[1])
             return got[0], got[1], True, None
         impl = None
+        work = _RunWork(cache_base, kind="forward", seed=seed, steps=steps) if engine is not None and use_cache else None
         t0 = time.perf_counter()
         model = build_model(seed)
-        trained = train_steps(model, dataset, collator=collator, steps=steps, settings=settings, seed=seed,
-                              progress=progress)
-        train_s = time.perf_counter() - t0
+        resumed = work.load_trained(model) if work is not None else None
+        if resumed is not None:
+            trained, train_s = resumed
+        else:
+            trained = train_steps(model, dataset, collator=collator, steps=steps, settings=settings, seed=seed,
+                                  progress=progress)
+            train_s = time.perf_counter() - t0
+            if work is not None:
+                work.save_trained(model, trained=trained, train_s=train_s)
         t1 = time.perf_counter()
         fwd = forward_scores(model, dataset, collator=collator, batch_size=settings.score_batch_size,
-                             autocast_dtype=settings.autocast_dtype, head=True, progress=progress)
+                             autocast_dtype=settings.autocast_dtype, head=True, progress=progress, engine=engine,
+                             work_dir=None if work is None else work.folder,
+                             work_key=None if work is None else work.key)
         fwd_s = time.perf_counter() - t1
         per_kind = {k: (v, train_s + fwd_s) for k, v in fwd.items()}
         if kind == "grand":
@@ -336,6 +358,8 @@ def compute_scores(
                 if k != kind and cache.get(k_key, ids) is not None:
                     continue
                 cache.put(k_key, ids, v, c, {**cache_base, "kind": k, "seed": seed, "steps": steps})
+        if work is not None:
+            work.finish()  # the scores are cached: the trained weights and shards are no longer needed
         return per_kind[kind][0], per_kind[kind][1], False, impl
 
     if ranks is None:
@@ -359,6 +383,49 @@ def compute_scores(
                        steps=steps, cost_s=float(sum(costs)), spent_s=time.perf_counter() - t_all,
                        cached=tuple(hits), labels=None if labels is None else np.asarray(labels, dtype=np.int64),
                        info=info)
+
+
+class _RunWork:
+    """A Ray scoring run's work folder: its trained weights (``trained.pt``, loaded with
+    ``weights_only=True``, and ``trained.json``: examples trained and seconds) and the pass's finished
+    shards, under ``cache_dir("ray_work")``, removed once the run's scores are in the score cache."""
+
+    def __init__(self, cache_base: dict[str, Any], *, kind: str, seed: int, steps: int) -> None:
+        from ...core.ray_pool import work_dir_for
+
+        self.key = {**cache_base, "pass": kind, "seed": int(seed), "steps": int(steps)}
+        self.folder = work_dir_for("scores", self.key)
+
+    def load_trained(self, model: torch.nn.Module) -> tuple[int, float] | None:
+        w, meta = self.folder / "trained.pt", self.folder / "trained.json"
+        if not (w.exists() and meta.exists()):
+            return None
+        try:
+            m = json.loads(meta.read_text())
+            if m.get("key") != json.loads(json.dumps(self.key, default=str)):
+                return None
+            model.load_state_dict(torch.load(w, map_location=next(model.parameters()).device, weights_only=True))
+        except Exception as e:  # noqa: BLE001 - damaged: train again
+            log.warning("ignoring the saved scoring-run weights in %s (%s); training again", self.folder, e)
+            return None
+        log.info("scoring run seed %d: trained weights from an interrupted run (%s), not trained again",
+                 self.key["seed"], self.folder)
+        return int(m["trained"]), float(m["train_s"])
+
+    def save_trained(self, model: torch.nn.Module, *, trained: int, train_s: float) -> None:
+        import os
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".trained.{os.getpid()}.tmp"
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, self.folder / "trained.pt")
+        write_json_atomic(self.folder / "trained.json", {"key": self.key, "trained": int(trained),
+                                                         "train_s": float(train_s)})
+
+    def finish(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _runs_over_ranks(ranks, seeds: tuple[int, ...], one_run, *, n: int, kind: str, steps: int) -> list[tuple]:

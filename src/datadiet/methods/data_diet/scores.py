@@ -167,6 +167,62 @@ def _eval_pass(model: torch.nn.Module, total: int, desc: str, progress: bool) ->
 
 
 # ------------------------------------------------------------------------------- forward scores
+class ForwardScorer:
+    """The per-batch computation of :func:`forward_scores`: EL2N (and, when ``head``, head GraNd) of
+    one collated batch, ``{"el2n": [B]}`` plus ``"grand_head": [B]`` while the final Linear layer is
+    usable. The single-process loop and a Ray actor (:mod:`datadiet.core.ray_pool`) both call it, so
+    both compute the same numbers. The head is found, and checked to output the logits, on the first
+    batch. ``make`` is its picklable factory (``ForwardScorer.make(autocast_dtype=..., head=...)``)."""
+
+    def __init__(self, model: torch.nn.Module, *, autocast_dtype: torch.dtype | None = None, head: bool = True) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.autocast_dtype = autocast_dtype
+        self.head = head
+        self.probe: _HeadProbe | None = None
+        self.first = True
+
+    @staticmethod
+    def make(*, autocast_dtype: torch.dtype | None = None, head: bool = True):
+        import functools
+
+        return functools.partial(ForwardScorer, autocast_dtype=autocast_dtype, head=head)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        if "labels" not in batch:
+            raise DataDietError("scoring needs class labels; EL2N and GraNd are defined for classifiers only")
+        device, model = self.device, self.model
+        labels = batch["labels"].to(device)
+        first, self.first = self.first, False
+        if self.head and first:
+            m = find_head(model, _num_labels(model, batch, device, self.autocast_dtype))
+            self.probe = _HeadProbe(m) if m is not None else None
+            if self.probe is None:
+                self.head = False
+        with autocast(self.autocast_dtype, device):
+            logits = model(**model_inputs(batch, device)).logits
+        logits = logits.float()
+        out = {"el2n": el2n(logits, labels).double().cpu().numpy()}
+        probe = self.probe
+        if self.head and probe is not None and first:  # is the probed layer's output really the logits?
+            if not (probe.out is not None and probe.inp is not None and probe.inp.ndim == 2
+                    and probe.out.shape == logits.shape
+                    and torch.allclose(probe.out.float(), logits, atol=1e-4, rtol=1e-3)):
+                log.info("the last Linear layer's output is not the logits; head GraNd unavailable")
+                self.close()
+                self.head = False
+        if self.head and probe is not None:
+            out["grand_head"] = grand_head(logits, labels, probe.inp, bias=probe.module.bias is not None
+                                           ).double().cpu().numpy()
+        return out
+
+    def close(self) -> None:
+        if self.probe is not None:
+            self.probe.remove()
+            self.probe = None
+
+
 def forward_scores(
     model: torch.nn.Module,
     dataset,
@@ -176,54 +232,46 @@ def forward_scores(
     autocast_dtype: torch.dtype | None = None,
     head: bool = True,
     progress: bool = False,
+    engine=None,
+    work_dir=None,
+    work_key: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """EL2N (and, when ``head``, head GraNd) of every example of ``dataset``, in dataset order.
 
     One no-grad eval-mode forward per example. Returns ``{"el2n": [N]}`` plus ``"grand_head": [N]``
     when the model's final Linear layer could be identified (its output equals the logits).
     The model's train/eval mode is restored afterwards.
+
+    ``engine`` (a :class:`datadiet.core.ray_pool.RayEngine`): the same batches on Ray Data actors
+    instead of this process, resumable from ``work_dir`` (finished shards of the pass ``work_key``).
     """
     batch_size = check_int("batch_size", batch_size, min=1)
     n = len(dataset)
-    device = next(model.parameters()).device
-    out_el2n = np.empty(n, dtype=np.float64)
-    out_head = np.empty(n, dtype=np.float64) if head else None
-    probe: _HeadProbe | None = None
-    checked = False
-    with _eval_pass(model, n, "score", progress) as bar, torch.no_grad():
+    if engine is not None:
+        from ...core.ray_pool import ray_pass
+
+        return ray_pass(ForwardScorer.make(autocast_dtype=autocast_dtype, head=head), model, dataset,
+                        collator=collator, batch_size=batch_size, engine=engine, work_dir=work_dir, key=work_key,
+                        progress=progress, desc="score")
+    out: dict[str, np.ndarray] = {"el2n": np.empty(n, dtype=np.float64)}
+    if head:
+        out["grand_head"] = np.empty(n, dtype=np.float64)
+    scorer = ForwardScorer(model, autocast_dtype=autocast_dtype, head=head)
+    with _eval_pass(model, n, "score", progress) as bar:
         try:
             for start, batch in _batches(dataset, range(n), batch_size, collator):
-                if "labels" not in batch:
-                    raise DataDietError("scoring needs class labels; EL2N and GraNd are defined for classifiers only")
-                labels = batch["labels"].to(device)
-                if out_head is not None and start == 0:
-                    m = find_head(model, _num_labels(model, batch, device, autocast_dtype))
-                    probe = _HeadProbe(m) if m is not None else None
-                    if probe is None:
-                        out_head = None
-                with autocast(autocast_dtype, device):
-                    logits = model(**model_inputs(batch, device)).logits
-                logits = logits.float()
-                out_el2n[start : start + len(labels)] = el2n(logits, labels).double().cpu().numpy()
-                if out_head is not None and probe is not None and not checked:
-                    checked = True  # is the probed layer's output really the logits?
-                    if not (probe.out is not None and probe.inp is not None and probe.inp.ndim == 2
-                            and probe.out.shape == logits.shape
-                            and torch.allclose(probe.out.float(), logits, atol=1e-4, rtol=1e-3)):
-                        log.info("the last Linear layer's output is not the logits; head GraNd unavailable")
-                        out_head = None
-                if out_head is not None and probe is not None:
-                    h = grand_head(logits, labels, probe.inp, bias=probe.module.bias is not None)
-                    out_head[start : start + len(labels)] = h.double().cpu().numpy()
+                got = scorer(batch)
+                m = len(got["el2n"])
+                for k in list(out):
+                    if k in got:
+                        out[k][start : start + m] = got[k]
+                    else:
+                        del out[k]
                 if bar is not None:
-                    bar.update(len(labels))
+                    bar.update(m)
         finally:
-            if probe is not None:
-                probe.remove()
-    res = {"el2n": out_el2n}
-    if out_head is not None:
-        res["grand_head"] = out_head
-    return res
+            scorer.close()
+    return out
 
 
 def _num_labels(model, batch, device, autocast_dtype) -> int:

@@ -162,6 +162,48 @@ def check_layer(layer: int | None, model: torch.nn.Module) -> int | None:
     return layer
 
 
+class HiddenStateEmbedder:
+    """The per-batch computation of :func:`model_embeddings`: mean-pooled, L2-normalised hidden states
+    at ``layer`` of the model's base for one collated batch, ``{"embedding": float32 [B, d]}``. The
+    single-process loop and a Ray actor (:mod:`datadiet.core.ray_pool`) both call it. ``make`` is its
+    picklable factory."""
+
+    def __init__(self, model: torch.nn.Module, *, layer: int | None = None,
+                 autocast_dtype: torch.dtype | None = None) -> None:
+        self.base = getattr(model, "base_model", model)
+        self.layer = layer
+        self.autocast_dtype = autocast_dtype
+        self.device = next(model.parameters()).device
+
+    @staticmethod
+    def make(*, layer: int | None = None, autocast_dtype: torch.dtype | None = None):
+        import functools
+
+        return functools.partial(HiddenStateEmbedder, layer=layer, autocast_dtype=autocast_dtype)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        from ...functional.precision import autocast
+        from ...models.embed import mean_pool
+        from ..data_diet.scores import model_inputs
+
+        inputs = model_inputs(batch, self.device)
+        with autocast(self.autocast_dtype, self.device):
+            res = self.base(**inputs, output_hidden_states=self.layer is not None)
+        h = res.hidden_states[self.layer] if self.layer is not None else res.last_hidden_state
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            mask = torch.ones(h.shape[:2], dtype=torch.long, device=h.device)
+        return {"embedding": torch.nn.functional.normalize(mean_pool(h.float(), mask), dim=-1).cpu().numpy()}
+
+
+def length_order(dataset) -> np.ndarray:
+    """Positions of ``dataset``, longest token sequence first (stable): the embedding passes' batch order."""
+    n = len(dataset)
+    lengths = np.fromiter((len(dataset[i]["input_ids"]) for i in range(n)), dtype=np.int64, count=n)
+    return np.argsort(-lengths, kind="stable")  # longest first: the peak memory shows up at once
+
+
 @torch.no_grad()
 def model_embeddings(
     model: torch.nn.Module,
@@ -173,6 +215,9 @@ def model_embeddings(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
     ranks=None,
+    engine=None,
+    work_dir=None,
+    work_key: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Mean-pooled hidden states of ``model``'s base at ``layer`` for every example of ``dataset``
     (dataset order), L2-normalised float32 ``[n, d]``. One no-grad eval-mode forward per example;
@@ -180,10 +225,11 @@ def model_embeddings(
 
     ``ranks`` (several processes; every rank calls this at the same time): each rank embeds its
     contiguous shard ``ranks.shard(n)`` and the shards are gathered (``gather_rows``), so every rank
-    returns the whole matrix in dataset order."""
-    from ...models.embed import mean_pool
-    from ...functional.precision import autocast
-    from ..data_diet.scores import _eval_pass, model_inputs, sharded_rows, subset, unwrap_ddp
+    returns the whole matrix in dataset order.
+
+    ``engine`` (a :class:`datadiet.core.ray_pool.RayEngine`): the same batches on Ray Data actors,
+    resumable from ``work_dir`` (finished shards of the pass ``work_key``)."""
+    from ..data_diet.scores import _eval_pass, sharded_rows, subset, unwrap_ddp
 
     if ranks is not None:
         if len(dataset) == 0:
@@ -198,22 +244,19 @@ def model_embeddings(
     n = len(dataset)
     if n == 0:
         raise DataDietError("nothing to embed: the training set is empty")
-    device = next(model.parameters()).device
-    lengths = np.fromiter((len(dataset[i]["input_ids"]) for i in range(n)), dtype=np.int64, count=n)
-    order = np.argsort(-lengths, kind="stable")  # longest first: the peak memory shows up at once
+    order = length_order(dataset)
+    if engine is not None:
+        from ...core.ray_pool import ray_pass
+
+        return ray_pass(HiddenStateEmbedder.make(layer=layer, autocast_dtype=autocast_dtype), model, dataset,
+                        collator=collator, batch_size=batch_size, engine=engine, order=order, work_dir=work_dir,
+                        key=work_key, progress=progress, desc="embed")["embedding"].astype(np.float32, copy=False)
+    embed = HiddenStateEmbedder(model, layer=layer, autocast_dtype=autocast_dtype)
     out: np.ndarray | None = None
     with _eval_pass(model, n, "embed", progress) as bar:
         for start in range(0, n, batch_size):
             pos = order[start : start + batch_size]
-            batch = collator([dataset[int(i)] for i in pos])
-            inputs = model_inputs(batch, device)
-            with autocast(autocast_dtype, device):
-                res = base(**inputs, output_hidden_states=layer is not None)
-            h = res.hidden_states[layer] if layer is not None else res.last_hidden_state
-            mask = inputs.get("attention_mask")
-            if mask is None:
-                mask = torch.ones(h.shape[:2], dtype=torch.long, device=h.device)
-            e = torch.nn.functional.normalize(mean_pool(h.float(), mask), dim=-1).cpu().numpy()
+            e = embed(collator([dataset[int(i)] for i in pos]))["embedding"]
             if out is None:
                 out = np.empty((n, e.shape[1]), dtype=np.float32)
             out[pos] = e
@@ -297,6 +340,7 @@ def example_embeddings(
     cache: EmbeddingCache | None = None,
     progress: bool = False,
     ranks=None,
+    engine=None,
 ) -> Embeddings:
     """Embeddings of the examples ``ids`` (in that order), from the cache when possible.
 
@@ -313,6 +357,10 @@ def example_embeddings(
     each rank embeds its contiguous shard (``ranks.shard(n)``), the shards are gathered into the
     whole matrix on every rank, and rank 0 alone writes the entry; ``cost_s`` is then the sum over
     the ranks of the seconds each spent before the gather (what one process would have spent, about).
+
+    ``engine`` (a :class:`datadiet.core.ray_pool.RayEngine`; ``encoder=None`` only): the embedding
+    pass runs on Ray Data actors; with a ``cache`` its finished shards are kept in a work folder
+    keyed like the cache entry, so a killed job, rerun, resumes from them.
     """
     t0 = time.perf_counter()
     ids = np.asarray(ids, dtype=np.int64)
@@ -323,6 +371,9 @@ def example_embeddings(
     if layer is not None:
         layer = check_int("layer", layer)
     dtype = None if autocast_dtype is None else str(autocast_dtype).replace("torch.", "")
+    if engine is not None and (encoder is not None or ranks is not None):
+        raise DataDietError("engine 'ray' embeds with the training model (embedding=model) from one process; use "
+                            "engine=local for a frozen encoder or under torchrun")
     if encoder is None:
         if model is None or dataset is None or collator is None:
             raise DataDietError("model embeddings need the model, the tokenized dataset and its collator")
@@ -363,8 +414,14 @@ def example_embeddings(
         return Embeddings(vectors=got[0], ids=ids, cost_s=got[1], spent_s=spent, cached=True, key=key)
     if ranks is None:
         if encoder is None:
+            work = None
+            if engine is not None and cache is not None:
+                from ...core.ray_pool import work_dir_for
+
+                work = work_dir_for("embeddings", key)
             vec = model_embeddings(model, dataset, collator=collator, layer=layer, batch_size=batch_size,
-                                   autocast_dtype=autocast_dtype, progress=progress)
+                                   autocast_dtype=autocast_dtype, progress=progress, engine=engine, work_dir=work,
+                                   work_key=key)
         else:
             enc = loaded if loaded is not None else load_encoder(encoder, device=dev)
             vec = encoder_embeddings(texts, loaded=enc, layer=layer, max_length=max_length, batch_size=batch_size,
@@ -395,9 +452,16 @@ def example_embeddings(
         cost = ranks.sum([local_s])[0]
     if cache is not None and (ranks is None or ranks.is_main):
         cache.put(key, ids, vec, cost)
+        if engine is not None:  # cached now: the pass's finished shards are no longer needed
+            import shutil
+
+            from ...core.ray_pool import work_dir_for
+
+            shutil.rmtree(work_dir_for("embeddings", key), ignore_errors=True)
     log.info("embedded %d examples (dim %d) in %.1f s", len(ids), vec.shape[1], spent)
     return Embeddings(vectors=vec, ids=ids, cost_s=cost, spent_s=spent, cached=False, key=key)
 
 
 __all__ = ["Embeddings", "EmbeddingCache", "example_embeddings", "model_embeddings", "encoder_embeddings",
+           "HiddenStateEmbedder", "length_order",
            "load_encoder", "weights_fingerprint", "tokens_fingerprint", "texts_fingerprint", "check_layer"]

@@ -49,6 +49,7 @@ from ...errors import ConfigError, DataDietError
 from ...core.filter import BatchView, Decision, OnlineFilter
 from ...core.method import Method
 from ...core.params import Param, boolean, float_in, int_at_least, one_of, optional
+from ...core.ray_pool import engine_params
 from ...core.selection import Selection
 from .submodular import OBJECTIVES, OPTIMIZERS, SAMPLINGS, SubmodularGains, submodular_gains, subset_from_gains
 from .submodular.kernels import KNN_SEARCHES
@@ -243,6 +244,9 @@ class Ingenious(Method):
         default the run's seed.
     cache
         reuse embeddings from the on-disk cache (default true).
+    engine, ray_workers
+        ``local`` (default) or ``ray``: the embedding pass (embedding=model) on ``ray_workers`` Ray
+        Data actors (:mod:`datadiet.core.ray_pool`), resumable from its finished shards.
     """
 
     name = "ingenious"
@@ -276,8 +280,12 @@ class Ingenious(Method):
                      "'resample' (the paper) or 'recompute' (needs embedding=model)")
     seed = Param(None, optional(int_at_least(0)), "RNG seed; None: the run's seed")
     cache = Param(True, boolean, "reuse embeddings from the on-disk cache")
+    engine, ray_workers = engine_params()
 
     def __post_init__(self) -> None:
+        if self.engine == "ray" and self.embedding != "model":
+            raise ConfigError(f"engine='ray' runs the embedding pass of embedding=model; embedding="
+                              f"{self.embedding!r} (a frozen encoder) runs with engine='local'")
         if self.warm_start_steps and self.embedding != "model":
             raise ConfigError(f"warm_start_steps={self.warm_start_steps} trains the model before embedding with "
                               f"it, but embedding={self.embedding!r} is a frozen encoder; set embedding=model or "
@@ -345,12 +353,18 @@ class Ingenious(Method):
             return example_embeddings(ids=ids, model=model, dataset=ctx.train_dataset, collator=ctx.collator,
                                       model_name=ctx.model_name, layer=self.layer, max_length=max_length,
                                       batch_size=batch_size, autocast_dtype=ctx.autocast_dtype, cache=cache,
-                                      progress=progress, ranks=ranks), warm
+                                      progress=progress, ranks=ranks, engine=self.ray_engine()), warm
         texts = ctx.example_texts()
         device = next(ctx.model.parameters()).device if ctx.model is not None else None
         return example_embeddings(ids=ids, encoder=self.embedding, texts=texts, layer=self.layer,
                                   max_length=max_length, batch_size=batch_size, device=device, cache=cache,
                                   progress=progress, ranks=ranks), warm
+
+    def ray_engine(self):
+        """``None`` (engine='local') or the :class:`~datadiet.core.ray_pool.RayEngine` of these parameters."""
+        from ...core.ray_pool import ray_engine
+
+        return ray_engine(self.engine, workers=self.ray_workers)
 
     def _warm_started(self, ctx, model: torch.nn.Module, *, progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
         """A copy of ``model`` trained for ``warm_start_steps`` steps on the whole training set, and its cost.
