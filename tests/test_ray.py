@@ -269,3 +269,18 @@ def test_the_local_path_is_the_default_and_unchanged(tiny_cls):
     p = torch.softmax(logits.float(), -1)
     want = torch.linalg.vector_norm(p - torch.nn.functional.one_hot(b["labels"], 2).float(), dim=-1)
     np.testing.assert_allclose(got["el2n"], want.double().numpy(), rtol=0, atol=1e-6)
+
+
+def test_cli_select_ingenious_on_ray_selects_what_the_single_process_path_selects(local_ray, tmp_path, cache,
+                                                                                  monkeypatch):
+    """engine=ray reaches the method's embedding pass through its plan (the CLI's select -c)."""
+    from datadiet.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    common = ["select", "-c", TINY, "--method", "ingenious", "-q", "--set", "train.bf16=false", "data.max_train=80"]
+    assert main([*common, "-p", "fraction=0.25", "cache=false", "--out", "local.json"]) == 0
+    assert main([*common, "-p", "fraction=0.25", "engine=ray", "--out", "ray.json"]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("local.json", "ray.json"))
+    assert len(a["ids"]) == 20 and a["ids"] == b["ids"]
+    assert b["params"]["engine"] == "ray" and a["params"]["engine"] == "local"
+    assert not list((cache / "ray_work").rglob("shard-*.parquet"))  # cached, so the pass's shards are gone
