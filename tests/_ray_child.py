@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-N, BATCH, SHARD = 256, 16, 32
+N, BATCH, SHARD = 256, 16, 16
 KEY = {"test": "killed ray pass", "v": 1}
 
 

@@ -6,8 +6,10 @@ computation on a batch is a *kernel*: a picklable callable ``make_kernel(model) 
 collator makes of a list of rows. The single-process path (the reference, and the default) calls
 the same kernel in a loop; :func:`ray_pass` runs it in Ray Data's stateful actors:
 
-- the pool becomes a Ray Dataset with one block per *shard* (``shard_rows`` consecutive positions
-  of ``order``; the rows are the pool's own dicts: ``example_id``, token ids, labels), read with
+- the pool becomes a Ray Dataset with one block per *shard* (at most ``shard_rows`` consecutive
+  positions of ``order``, whole batches, and at least :data:`MIN_SHARDS` shards when the pool has
+  that many batches, so that every actor gets work; the rows are the pool's own dicts:
+  ``example_id``, token ids, labels), read with
   ``map_batches`` over an actor pool of ``workers`` actors (``batch_size`` rows per call; the model
   is put in the object store once and each actor loads it once; GPU actors when Ray sees GPUs);
 - results stream back to the driver, which writes each finished shard atomically as a Parquet
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 POSITION = "position"  # the pool position of a row, in every shard beside ID_KEY
 WORK_FORMAT = "datadiet.raypass/1"
+MIN_SHARDS = 16  # a pool is cut into at least this many shards (Ray blocks) when it has enough batches
 INSTALL_HINT = "engine 'ray' needs Ray Data; install it with: pip install 'datadiet[ray]'"
 
 
@@ -284,8 +287,11 @@ def ray_pass(
     order_a = np.arange(n, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
     if order_a.shape != (n,) or not np.array_equal(np.sort(order_a), np.arange(n)):
         raise DataDietError("order must be a permutation of the dataset's positions")
-    # whole batches per shard: an actor then sees the batches the single-process loop makes
-    rows = max(batch_size, engine.shard_rows - engine.shard_rows % batch_size)
+    # whole batches per shard (an actor then sees the batches the single-process loop makes), and at
+    # least MIN_SHARDS shards where the pool allows: a shard is one Ray block, the unit an actor takes,
+    # so fewer shards than actors would leave actors idle
+    cap = max(batch_size, engine.shard_rows - engine.shard_rows % batch_size)
+    rows = min(cap, batch_size * max(1, -(-n // (MIN_SHARDS * batch_size))))
     shards = [order_a[s : s + rows] for s in range(0, n, rows)]
     ids = np.asarray([int(dataset[int(i)][ID_KEY]) for i in range(n)], dtype=np.int64)
     st = stats if stats is not None else PassStats()

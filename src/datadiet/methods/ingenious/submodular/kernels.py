@@ -20,6 +20,7 @@ value per entry) plus ``8 (n + 1)`` for the row pointers.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,32 +298,12 @@ def ann_knn_graph(
     x = check_embeddings("embeddings", embeddings, allow_float16=True)
     n, d = x.shape
     k = check_int("k (neighbours per example, at most the number of examples)", k, min=1, max=n)
-    metric = check_choice("metric", metric, METRICS)
     gamma = check_float("gamma", gamma, min=0.0, min_open=True)
-    index = check_choice("index", index, _ANN_INDEXES)
-    nlist = default_nlist(n) if nlist is None else check_int("nlist (at most the number of examples)", nlist,
-                                                             min=1, max=n)
-    nprobe = check_int("nprobe", nprobe, min=1)
-    hnsw_m = check_int("hnsw_m", hnsw_m, min=2)
+    t0 = time.perf_counter()
     ef_search = check_int("ef_search", ef_search, min=1)
-    seed = check_int("seed", seed, min=0)
-    faiss = _require_faiss()
-    mt = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    if index == "ivf":
-        quantizer = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
-        ix = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
-        ix.cp.seed = seed
-        ix.cp.min_points_per_centroid = 1  # no "too few training points" warning on stderr
-        ntrain = min(n, 256 * nlist)
-        pick = np.sort(np.random.default_rng(seed).permutation(n)[:ntrain]) if ntrain < n else np.arange(n)
-        ix.train(np.concatenate([_f32_rows(x[pick], s, min(len(pick), s + _CHUNK), metric)
-                                 for s in range(0, len(pick), _CHUNK)]))
-        ix.nprobe = min(nprobe, nlist)
-    else:
-        ix = faiss.IndexHNSWFlat(d, hnsw_m, mt)
-        ix.hnsw.efSearch = max(ef_search, k)
-    for s in range(0, n, _CHUNK):
-        ix.add(_f32_rows(x, s, min(n, s + _CHUNK), metric))
+    ix = ann_index(x, metric=metric, index=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                   ef_search=max(ef_search, k), seed=seed)
+    t1 = time.perf_counter()
     idx = np.empty((n, k), dtype=np.int64)
     val = np.empty((n, k), dtype=np.float32)
     for s in range(0, n, _CHUNK):
@@ -346,8 +327,53 @@ def ann_knn_graph(
     _force_self(idx, val, 0)
     order = np.argsort(-val, axis=1, kind="stable")  # the forced self (1.0) first, then by similarity
     idx, val = np.take_along_axis(idx, order, axis=1), np.take_along_axis(val, order, axis=1)
-    log.debug("ann_knn_graph: faiss %s n=%d k=%d nlist=%d nprobe=%d", index, n, k, nlist, nprobe)
+    log.info("ann_knn_graph: faiss %s over %d points, k=%d: index built in %.1f s, searched in %.1f s", index, n,
+             k, t1 - t0, time.perf_counter() - t1)
     return idx, val
+
+
+def ann_index(
+    embeddings: np.ndarray,
+    *,
+    metric: str = "cosine",
+    index: str = "ivf",
+    nlist: int | None = None,
+    nprobe: int = 32,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+    seed: int = 0,
+):
+    """The FAISS index :func:`ann_knn_graph` searches (same arguments, same index for a seed), with
+    every row of ``embeddings`` added; search it for a sample of rows to measure its recall without
+    searching the whole pool. Needs faiss."""
+    x = check_embeddings("embeddings", embeddings, allow_float16=True)
+    n, d = x.shape
+    metric = check_choice("metric", metric, METRICS)
+    index = check_choice("index", index, _ANN_INDEXES)
+    nlist = default_nlist(n) if nlist is None else check_int("nlist (at most the number of examples)", nlist,
+                                                             min=1, max=n)
+    nprobe = check_int("nprobe", nprobe, min=1)
+    hnsw_m = check_int("hnsw_m", hnsw_m, min=2)
+    ef_search = check_int("ef_search", ef_search, min=1)
+    seed = check_int("seed", seed, min=0)
+    faiss = _require_faiss()
+    mt = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    if index == "ivf":
+        quantizer = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
+        ix = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
+        ix.cp.seed = seed
+        ix.cp.min_points_per_centroid = 1  # no "too few training points" warning on stderr
+        ntrain = min(n, 256 * nlist)
+        pick = np.sort(np.random.default_rng(seed).permutation(n)[:ntrain]) if ntrain < n else np.arange(n)
+        ix.train(np.concatenate([_f32_rows(x[pick], s, min(len(pick), s + _CHUNK), metric)
+                                 for s in range(0, len(pick), _CHUNK)]))
+        ix.nprobe = min(nprobe, nlist)
+    else:
+        ix = faiss.IndexHNSWFlat(d, hnsw_m, mt)
+        ix.hnsw.efSearch = ef_search
+    for s in range(0, n, _CHUNK):
+        ix.add(_f32_rows(x, s, min(n, s + _CHUNK), metric))
+    return ix
 
 
 def ann_knn_kernel(embeddings: np.ndarray, *, k: int, **kwargs: object) -> SparseKernel:
