@@ -70,6 +70,7 @@ import torch
 from ..._validate import check_choice, check_float, check_int
 from ...errors import ConfigError
 from ...core.filter import BatchView, Decision, OnlineFilter, make_generator
+from .guard import SkipGuard
 from .loss_threshold import Downsampled, LossThreshold
 
 _ABSENT = object()
@@ -356,11 +357,15 @@ class MetaPredictor(OnlineFilter):
         hash_buckets: int = 1 << 18,
         loss_memory: bool = False,
         switch_window: int = 16,
-        meta_loss_threshold: float = 0.5,
+        meta_loss_threshold: float | None = None,
         meta_min_accuracy: float = 0.0,
         meta_skill_threshold: float | None = None,
         decision_threshold: float = 0.5,
         explore_fraction: float = 0.05,
+        guard: bool = True,
+        guard_target: float = 0.1,
+        guard_confidence: float = 0.95,
+        guard_window: int = 256,
         fit_during_warmup: bool = True,
         max_pending: int = 1 << 16,
         max_history: int = 512,
@@ -393,13 +398,28 @@ class MetaPredictor(OnlineFilter):
             self.model = OnlineLogistic(n_features=n_features, lr=lr)
         self._last_loss: dict[int, float] = {}  # id -> last loss observed (loss_memory)
         self.switch_window = check_int("switch_window", switch_window, min=1)
-        self.meta_loss_threshold = check_float("meta_loss_threshold", meta_loss_threshold, min=0.0, min_open=True)
+        self.meta_loss_threshold = (None if meta_loss_threshold is None else
+                                    check_float("meta_loss_threshold", meta_loss_threshold, min=0.0, min_open=True))
         self.meta_min_accuracy = check_float("meta_min_accuracy", meta_min_accuracy, min=0.0, max=1.0)
         self.meta_skill_threshold = (None if meta_skill_threshold is None else
                                      check_float("meta_skill_threshold", meta_skill_threshold, min=0.0))
         self.decision_threshold = check_float("decision_threshold", decision_threshold, min=0.0, max=1.0,
                                               min_open=True, max_open=True)
         self.explore_fraction = check_float("explore_fraction", explore_fraction, min=0.0, max=1.0)
+        if not isinstance(guard, bool):
+            raise ConfigError(f"guard must be true or false, got {guard!r}")
+        self.guard = guard
+        # validated (and kept) whether or not the guard is on, so a typo never waits for guard=true
+        self.skip_guard = SkipGuard(target=guard_target, confidence=guard_confidence, window=guard_window,
+                                    explore_fraction=self.explore_fraction, max_history=max_history)
+        self.guard_target = self.skip_guard.target
+        self.guard_confidence = self.skip_guard.confidence
+        self.guard_window = self.skip_guard.window
+        if not guard and self.meta_loss_threshold is None and self.meta_skill_threshold is None \
+                and self.meta_min_accuracy == 0.0:
+            raise ConfigError("with guard=false the switch to stage 2 needs a rule of its own: give meta_loss_threshold "
+                              "(e.g. 0.5, the old default), meta_skill_threshold or meta_min_accuracy, or keep "
+                              "guard=true")
         if not isinstance(fit_during_warmup, bool):
             raise ConfigError(f"fit_during_warmup must be true or false, got {fit_during_warmup!r}")
         self.fit_during_warmup = fit_during_warmup
@@ -408,11 +428,13 @@ class MetaPredictor(OnlineFilter):
         self._gen = make_generator(self.seed)
         self._pending: dict[int, None] = {}  # ids let through, waiting for their first loss
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=self.switch_window)  # (log-loss, accuracy, base-rate log-loss)
+        self._guard_streak = 0  # consecutive fitted batches (after the warm-up) whose guard evidence passed
         self.history = Downsampled(max_history)  # (examples seen, log-loss, accuracy, stage) per fitted batch
         self.switch: dict[str, Any] | None = None
         self._c: dict[str, int] = {
             "seen": 0, "batches": 0, "training_batches": 0, "seen_stage0": 0, "seen_stage1": 0, "seen_stage2": 0,
             "fitted": 0, "fitted_important": 0, "predicted_unimportant": 0, "explored": 0, "skipped": 0,
+            "guard_let_through": 0, "seen_stage2_paused": 0,
         }
         self._cost_s = 0.0
 
@@ -448,11 +470,18 @@ class MetaPredictor(OnlineFilter):
             rows, feats, extra = self._features(batch.ids, batch.input_ids, batch.attention_mask)
             p_important = self.model.predict_log_proba(rows, feats, n, extra)[:, 1].exp()
             unimportant = p_important < self.decision_threshold
-            explore = unimportant & (u < self.explore_fraction)
-            keep = ~unimportant | explore
+            e = self.explore_fraction
+            explore = unimportant & (u < e)
+            # the guard lets through a further (1 - e)(1 - skip_rate) of them (none at skip_rate 1)
+            s = self.skip_guard.skip_rate if self.guard else 1.0
+            let_through = unimportant & (u >= e) & (u < e + (1.0 - e) * (1.0 - s))
+            keep = ~unimportant | explore | let_through
             self._c["predicted_unimportant"] += int(unimportant.sum())
             self._c["explored"] += int(explore.sum())
+            self._c["guard_let_through"] += int(let_through.sum())
             self._c["skipped"] += int((~keep).sum())
+            if s == 0.0:
+                self._c["seen_stage2_paused"] += n
         for i in batch.ids[keep].tolist():
             self._pending.pop(int(i), None)
             self._pending[int(i)] = None
@@ -492,6 +521,11 @@ class MetaPredictor(OnlineFilter):
         base_ll = float(-(yf * math.log(b) + (1 - yf) * math.log(1 - b)).mean())
         self._recent.append((ll, acc, base_ll))
         self.history.append((self._c["seen"], ll, acc, self.current_stage))
+        if self.guard:  # held-out evidence: predicted before fitting, labelled by the measured loss
+            self.skip_guard.record(logp[:, 1].exp() < self.decision_threshold, y.to(torch.bool))
+            self.skip_guard.check(self._c["seen"])
+            if self.switch is None and self._warmed_up():
+                self._guard_streak = self._guard_streak + 1 if self.skip_guard.passes() else 0
         self.model.partial_fit(rows, feats, y, extra)
         if self.loss_memory:  # updated after fitting: a label never sees its own loss as a feature
             for i, v in zip(batch.ids[sel].tolist(), losses[sel].tolist()):
@@ -521,9 +555,11 @@ class MetaPredictor(OnlineFilter):
         mean_ll = sum(r[0] for r in self._recent) / len(self._recent)
         mean_acc = sum(r[1] for r in self._recent) / len(self._recent)
         skill = sum(r[2] for r in self._recent) / len(self._recent) - mean_ll
-        good = (mean_ll < self.meta_loss_threshold if self.meta_skill_threshold is None
-                else skill >= self.meta_skill_threshold)
-        if good and mean_acc >= self.meta_min_accuracy:
+        good = ((self.meta_loss_threshold is None or mean_ll < self.meta_loss_threshold)
+                and (self.meta_skill_threshold is None or skill >= self.meta_skill_threshold)
+                and mean_acc >= self.meta_min_accuracy
+                and (not self.guard or self._guard_streak >= self.switch_window))
+        if good:
             lt = self.threshold if isinstance(self.threshold, LossThreshold) else None
             self.switch = {
                 "examples_seen": self._c["seen"], "incoming_batches": self._c["batches"],
@@ -531,6 +567,11 @@ class MetaPredictor(OnlineFilter):
                 "mean_log_loss": mean_ll, "mean_accuracy": mean_acc, "skill": skill,
                 "loss_threshold_skipped": None if lt is None else lt.skipped,
             }
+            if self.guard:
+                ev = self.skip_guard.evidence()
+                self.switch["guard"] = {k: ev[k] for k in ("evidence", "false_skip_estimate", "false_skip_bound",
+                                                           "kept_important_rate", "limit")}
+                self.skip_guard.start(self._c["seen"])
 
     def telemetry(self) -> dict[str, Any]:
         c = self._c
@@ -544,7 +585,11 @@ class MetaPredictor(OnlineFilter):
             "stage": self.current_stage, "switch": self.switch,
             "switch_rule": {"switch_window": self.switch_window, "meta_loss_threshold": self.meta_loss_threshold,
                             "meta_min_accuracy": self.meta_min_accuracy,
-                            "meta_skill_threshold": self.meta_skill_threshold},
+                            "meta_skill_threshold": self.meta_skill_threshold, "guard": self.guard,
+                            "guard_streak": self._guard_streak},
+            "guard": self.skip_guard.telemetry(warmed_up=self._warmed_up()) if self.guard else None,
+            "stage2_disabled_by_guard": self.guard and self.skip_guard.state(warmed_up=self._warmed_up())
+            in ("blocking", "paused"),
             "decision_threshold": self.decision_threshold, "explore_fraction": self.explore_fraction,
             "predictor": self.predictor, "ngrams": self.ngrams, "loss_memory": self.loss_memory,
             "vocab_size": self.vocab, "examples_seen": c["seen"],
@@ -555,6 +600,7 @@ class MetaPredictor(OnlineFilter):
             -(base * math.log(base) + (1 - base) * math.log(1 - base)),
             "skipped": {"meta_predictor_stage2": c["skipped"], "loss_threshold": lt_skips},
             "predicted_unimportant": c["predicted_unimportant"], "explored": c["explored"],
+            "guard_let_through": c["guard_let_through"], "seen_stage2_paused": c["seen_stage2_paused"],
             "cost_s": self._cost_s,
             "history": {"columns": ["examples_seen", "log_loss", "accuracy", "stage"],
                         "every_nth_batch": self.history.stride, "rows": [list(p) for p in self.history.points]},
@@ -567,7 +613,7 @@ class MetaPredictor(OnlineFilter):
                 "pending": torch.tensor(list(self._pending), dtype=torch.long),
                 "recent": [list(r) for r in self._recent], "history": self.history.state_dict(),
                 "switch": None if self.switch is None else dict(self.switch), "counts": dict(self._c),
-                "cost_s": self._cost_s}
+                "cost_s": self._cost_s, "guard": self.skip_guard.state_dict(), "guard_streak": self._guard_streak}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._gen.set_state(state["rng"])
@@ -578,5 +624,8 @@ class MetaPredictor(OnlineFilter):
         self._recent = deque((tuple(r) for r in state["recent"]), maxlen=self.switch_window)
         self.history.load_state_dict(state["history"])
         self.switch = None if state["switch"] is None else dict(state["switch"])
-        self._c = {k: int(v) for k, v in state["counts"].items()}
+        self._c = {**dict.fromkeys(self._c, 0), **{k: int(v) for k, v in state["counts"].items()}}
         self._cost_s = float(state["cost_s"])
+        if "guard" in state:  # absent from a checkpoint written before the guard existed
+            self.skip_guard.load_state_dict(state["guard"])
+            self._guard_streak = int(state["guard_streak"])
