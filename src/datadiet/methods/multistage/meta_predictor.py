@@ -38,20 +38,35 @@ last ``window`` losses, the value tau will be frozen at); ``fit_during_warmup=Fa
 frozen tau instead, as the paper's stage 1 does.
 
 Switch to stage 2: on every batch the predictor's log-loss and accuracy are measured *before*
-fitting on it (the reference measured after fitting, which is optimistic). Once the warm-up is over
-and the mean log-loss of the last ``switch_window`` (16) batches is below ``meta_loss_threshold``
-(and their mean accuracy at least ``meta_min_accuracy``), stage 2 starts, for good. Option
-``meta_skill_threshold`` (ours) replaces the absolute log-loss rule by a relative one: switch once
-the predictor beats, by at least that many nats on the same batches, the constant predictor that
-says the base rate seen so far (a task whose important rate is near 1/2 can never reach an absolute
-0.5 nats with weak features, but can show real skill).
+fitting on it (the reference measured after fitting, which is optimistic). With the guard (default,
+see below), stage 2 starts once the warm-up is over and the guard's held-out evidence has passed on
+each of the last ``switch_window`` (16) fitted batches: a full window of ``guard_window`` (256)
+labels of predicted-unimportant examples whose false-skip rate's upper confidence bound is under
+the guard's limit. Optional further conditions, all of which must hold over the same batches:
+``meta_loss_threshold`` (mean log-loss below it; off by default since the guard, it was 0.5),
+``meta_skill_threshold`` (ours: the constant base-rate predictor's mean log-loss minus ours at
+least that many nats), ``meta_min_accuracy`` (mean accuracy). The switch is for good; what the
+guard does afterwards decides how much stage 2 skips.
 
 Stage 2: examples predicted unimportant (``P(important | x) < decision_threshold``) are skipped
-before any model compute (saves forward + backward), except a random ``explore_fraction`` (0.05,
-our addition) of them, let through so the predictor keeps seeing labels from the region it skips.
-Its generator is its own and is saved in ``state_dict``. In stage 2 the predictor only gets labels
-for the examples it lets through, so its measured log-loss and base rate are those of that
-(biased) sample; the bias makes it predict "important" more often, i.e. skip less (conservative).
+before any model compute, except a random ``explore_fraction`` (0.05, our addition) of them, let
+through so the predictor keeps seeing labels from the region it skips. Its generator is its own and
+is saved in ``state_dict``. In stage 2 the predictor only gets labels for the examples it lets
+through, so its measured log-loss and base rate are those of that (biased) sample; the bias makes
+it predict "important" more often, i.e. skip less (conservative).
+
+The guard (``guard=True``, ours; :mod:`~datadiet.methods.multistage.guard`): the let-through
+predicted-unimportant examples are an unbiased sample of what is skipped, so their labels estimate
+the *false-skip rate* (the share of skipped examples that were important). The guard keeps the last
+``guard_window`` of them (and of the predicted-important ones) and compares the exact one-sided
+upper confidence bound of the false-skip rate (Clopper-Pearson at ``guard_confidence``) with
+``min(guard_target, lower bound of the kept examples' important rate)``: the target (0.1), and
+"better than random skipping at the same budget". In stage 2 the guard's ``skip_rate`` halves when
+the bound is over that limit and doubles back when it is under it (re-judged every
+``guard_window // 8`` fresh labels); a predicted-unimportant example is skipped with probability
+``(1 - explore_fraction) * skip_rate``, so at skip rate 0 stage 2 is paused (stage 1 only) and
+every example is labelled again, until the predictor recovers. ``guard=False``: the unguarded
+stage 2 (skip rate 1 always).
 
 Cost: its own compute (timed in ``telemetry()["cost_s"]``): per batch a sort of the token ids and
 a gather over them, plus an O(vocabulary) refresh after each fit; negligible next to a forward.
@@ -296,7 +311,7 @@ PREDICTORS = ("naive_bayes", "logistic")
 
 
 class MetaPredictor(OnlineFilter):
-    """Pre-forward filter: in stage 2, skip examples a naive Bayes predicts unimportant.
+    """Pre-forward filter: in stage 2, skip examples a naive Bayes predicts unimportant, under a guard.
 
     Keyword-only parameters:
 
@@ -322,17 +337,22 @@ class MetaPredictor(OnlineFilter):
         ours: add one feature per example, the bucket of its last observed loss relative to tau
         (:data:`MEMORY_EDGES`; "never seen" in the first epoch). Still no model compute: the loss
         was measured when the example last went through the model. Useful from the second epoch.
-    switch_window, meta_loss_threshold, meta_min_accuracy
-        switch when the mean log-loss over the last ``switch_window`` batches is below
-        ``meta_loss_threshold`` and their mean accuracy at least ``meta_min_accuracy``.
-    meta_skill_threshold
-        ours, ``None`` (off) by default: when given, the log-loss condition becomes "the base-rate
-        predictor's mean log-loss minus ours, over the last ``switch_window`` batches, is at least
-        this" (both measured before fitting).
+    switch_window
+        the switch conditions must hold over the last ``switch_window`` (16) fitted batches: the
+        guard's on each of them, the log-loss rules on their mean.
+    meta_loss_threshold, meta_min_accuracy, meta_skill_threshold
+        optional switch conditions (``None``, 0.0, ``None``: off): mean log-loss below
+        ``meta_loss_threshold``, mean accuracy at least ``meta_min_accuracy``, the base-rate
+        predictor's mean log-loss minus ours at least ``meta_skill_threshold`` (all measured before
+        fitting). With ``guard=False`` at least one is needed.
     decision_threshold
         skip when ``P(important | x) <`` this (0.5).
     explore_fraction
-        share of predicted-unimportant examples let through anyway (0.05).
+        share of predicted-unimportant examples let through anyway (0.05): the guard's evidence.
+    guard, guard_target, guard_confidence, guard_window
+        ours: the guard on every forward skip (on; see the module docstring and
+        :class:`~datadiet.methods.multistage.guard.SkipGuard`): the largest tolerated false-skip
+        rate (0.1), the confidence of its bounds (0.95) and its window of labels (256).
     fit_during_warmup
         learn during the warm-up with the running tau (True) or wait for the frozen tau (False).
     max_pending, max_history
