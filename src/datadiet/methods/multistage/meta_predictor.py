@@ -175,14 +175,15 @@ class BernoulliNaiveBayes:
 
     @staticmethod
     def _fold(rows: torch.Tensor, toks: torch.Tensor, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One more present feature per row (``extra[i]`` for row i), as presence pairs."""
+        """More present features per row (``extra[i]``: row i's, [n] or [n, m]), as presence pairs."""
         if extra is None:
             return rows, toks
-        return torch.cat([rows, torch.arange(len(extra))]), torch.cat([toks, extra])
+        e = extra if extra.ndim == 2 else extra.unsqueeze(1)
+        return torch.cat([rows, torch.arange(e.shape[0]).repeat_interleave(e.shape[1])]), torch.cat([toks, e.flatten()])
 
     def predict_log_proba(self, rows: torch.Tensor, toks: torch.Tensor, n: int,
                           extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``log P(c | x)``: [n, 2] (column 1: important); ``extra``: one more feature id per row, or None."""
+        """``log P(c | x)``: [n, 2] (column 1: important); ``extra``: more feature ids per row ([n] or [n, m]), or None."""
         rows, toks = self._fold(rows, toks, extra)
         jll = self.joint_log_likelihood(rows, toks, n)
         return jll - torch.logsumexp(jll, dim=1, keepdim=True)
@@ -225,6 +226,41 @@ def feature_presence(input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
         h = (a * 1_000_003 + b * 8_191 + 17) % bigram_buckets + vocab_size
         ids = torch.cat([ids, h.masked_fill((a < 0) | (b < 0), -1)], dim=1)
     return token_presence(ids, None)
+
+
+def label_token_presence(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, *,
+                         base: int, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure: (row, feature id) pairs of the distinct label-conditioned token features of each row.
+
+    The class label is known before the forward, so "token v in an example of class c" is a cheap
+    feature: the pair ``(c, v)`` hashed to ``base + hash(c, v) % buckets``. It lets a linear model
+    learn what text alone cannot, e.g. "this word in a *negative* example is easy" (padding excluded).
+    """
+    ids = input_ids.to(torch.long)
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {tuple(ids.shape)}")
+    lab = labels.to(torch.long).reshape(-1)
+    if lab.shape[0] != ids.shape[0]:
+        raise ValueError(f"labels must give one class per row: got {lab.shape[0]} labels for {ids.shape[0]} rows")
+    h = (ids * 2_654_435_761 + (lab.unsqueeze(1) + 1) * 40_503 + 7) % buckets + base
+    if attention_mask is not None:
+        h = h.masked_fill(attention_mask.to(h.device) == 0, -1)
+    return token_presence(h, None)
+
+
+#: Edges of the length buckets, in non-padding tokens (our addition; see ``MetaPredictor``).
+LENGTH_EDGES = (4, 8, 16, 32, 64, 128, 256, 512)
+N_LENGTH_FEATURES = len(LENGTH_EDGES) + 1
+
+
+def length_bucket(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Pure: the bucket of each row's length in non-padding tokens (bucket i: ``LENGTH_EDGES[i-1] <= len <
+    LENGTH_EDGES[i]``; 0 below the first edge, ``len(LENGTH_EDGES)`` from the last on)."""
+    if attention_mask is None:
+        lengths = torch.full((input_ids.shape[0],), input_ids.shape[1], dtype=torch.long)
+    else:
+        lengths = attention_mask.to(torch.long).sum(dim=1)
+    return torch.bucketize(lengths, torch.tensor(LENGTH_EDGES, dtype=torch.long), right=True)
 
 
 #: Edges of the loss-memory buckets, as multiples of tau (our addition; see ``MetaPredictor``).
@@ -274,11 +310,13 @@ class OnlineLogistic:
 
     def predict_log_proba(self, rows: torch.Tensor, feats: torch.Tensor, n: int,
                           extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``log P(c | x)``: [n, 2]; ``extra``: one more feature id per row (value 1), or None."""
+        """``log P(c | x)``: [n, 2]; ``extra``: more feature ids per row ([n] or [n, m], value 1), or None."""
         self._check(feats)
         z = self._logits(rows, feats, self._values(rows, n), n)
         if extra is not None:
-            z = z + self.w[extra]
+            e = extra if extra.ndim == 2 else extra.unsqueeze(1)
+            self._check(e)
+            z = z + self.w[e].sum(dim=1)
         return torch.stack([torch.nn.functional.logsigmoid(-z), torch.nn.functional.logsigmoid(z)], dim=1)
 
     def partial_fit(self, rows: torch.Tensor, feats: torch.Tensor, y: torch.Tensor,
@@ -287,11 +325,14 @@ class OnlineLogistic:
         n = int(y.numel())
         vals = self._values(rows, n)
         z = self._logits(rows, feats, vals, n)
-        if extra is not None:
-            z = z + self.w[extra]
+        e = None if extra is None else extra if extra.ndim == 2 else extra.unsqueeze(1)
+        if e is not None:
+            self._check(e)
+            z = z + self.w[e].sum(dim=1)
         err = (torch.sigmoid(z) - y.to(torch.float64)) / n  # d(mean log-loss)/dz
-        idx = torch.cat([feats, torch.tensor([self.n_features])] + ([] if extra is None else [extra]))
-        contrib = torch.cat([err[rows] * vals, err.sum().reshape(1)] + ([] if extra is None else [err]))
+        idx = torch.cat([feats, torch.tensor([self.n_features])] + ([] if e is None else [e.flatten()]))
+        contrib = torch.cat([err[rows] * vals, err.sum().reshape(1)]
+                            + ([] if e is None else [err.repeat_interleave(e.shape[1])]))
         uniq, inv = torch.unique(idx, return_inverse=True)
         g = torch.zeros(uniq.shape[0], dtype=torch.float64).index_add_(0, inv, contrib)
         g = g + self.l2 * self.w[uniq]
@@ -333,6 +374,12 @@ class MetaPredictor(OnlineFilter):
         AdaGrad step of the logistic predictor (0.1).
     ngrams, hash_buckets
         ``ngrams=2`` adds hashed bigrams of consecutive tokens (``hash_buckets`` = 2**18 slots).
+    label_tokens
+        ours: add the label-conditioned token features (:func:`label_token_presence`: the class
+        label is known before the forward; ``hash_buckets`` slots). Classification only.
+    length_feature
+        ours: add one feature per example, the bucket of its length in non-padding tokens
+        (:data:`LENGTH_EDGES`).
     loss_memory
         ours: add one feature per example, the bucket of its last observed loss relative to tau
         (:data:`MEMORY_EDGES`; "never seen" in the first epoch). Still no model compute: the loss
@@ -376,6 +423,8 @@ class MetaPredictor(OnlineFilter):
         ngrams: int = 1,
         hash_buckets: int = 1 << 18,
         loss_memory: bool = False,
+        label_tokens: bool = False,
+        length_feature: bool = False,
         switch_window: int = 16,
         meta_loss_threshold: float | None = None,
         meta_min_accuracy: float = 0.0,
@@ -401,13 +450,23 @@ class MetaPredictor(OnlineFilter):
         if not isinstance(loss_memory, bool):
             raise ConfigError(f"loss_memory must be true or false, got {loss_memory!r}")
         self.loss_memory = loss_memory
+        for name, v in (("label_tokens", label_tokens), ("length_feature", length_feature)):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{name} must be true or false, got {v!r}")
+        self.label_tokens, self.length_feature = label_tokens, length_feature
         self.vocab = None if vocab_size is None else check_int("vocab_size", vocab_size, min=1)
-        if self.vocab is None and (predictor == "logistic" or self.ngrams > 1 or loss_memory):
+        if self.vocab is None and (predictor == "logistic" or self.ngrams > 1 or loss_memory or label_tokens
+                                   or length_feature):
             raise ConfigError("the meta predictor needs vocab_size (the tokenizer's size) for predictor='logistic', "
-                              "ngrams=2 or loss_memory=true; give vocab_size, or a model the method can read it from")
+                              "ngrams=2, loss_memory, label_tokens or length_feature; give vocab_size, or a model the "
+                              "method can read it from")
+        # feature ids: [tokens | hashed bigrams | hashed (label, token) | loss memory | length]
         self._bigram_buckets = self.hash_buckets if self.ngrams > 1 else 0
-        self._memory_base = (self.vocab or 0) + self._bigram_buckets
-        n_features = None if self.vocab is None else self._memory_base + (N_MEMORY_FEATURES if loss_memory else 0)
+        self._label_base = (self.vocab or 0) + self._bigram_buckets
+        self._label_buckets = self.hash_buckets if label_tokens else 0
+        self._memory_base = self._label_base + self._label_buckets
+        self._length_base = self._memory_base + (N_MEMORY_FEATURES if loss_memory else 0)
+        n_features = None if self.vocab is None else self._length_base + (N_LENGTH_FEATURES if length_feature else 0)
         self.alpha = check_float("alpha", alpha, min=0.0, min_open=True)
         self.feature_space = check_choice("feature_space", feature_space, FEATURE_SPACES)
         self.lr = check_float("lr", lr, min=0.0, min_open=True)
@@ -487,7 +546,7 @@ class MetaPredictor(OnlineFilter):
         self._c[f"seen_stage{stage}"] += n
         keep = torch.ones(n, dtype=torch.bool)
         if stage == 2:
-            rows, feats, extra = self._features(batch.ids, batch.input_ids, batch.attention_mask)
+            rows, feats, extra = self._features(batch.ids, batch.input_ids, batch.attention_mask, labels=batch.labels)
             p_important = self.model.predict_log_proba(rows, feats, n, extra)[:, 1].exp()
             unimportant = p_important < self.decision_threshold
             e = self.explore_fraction
@@ -530,7 +589,8 @@ class MetaPredictor(OnlineFilter):
         sel = torch.tensor(first, dtype=torch.long)
         y = (losses[sel].to(torch.float64) > tau).to(torch.long)
         am = None if batch.attention_mask is None else batch.attention_mask[sel]
-        rows, feats, extra = self._features(batch.ids[sel], batch.input_ids[sel], am, tau=tau)
+        labels = None if batch.labels is None else batch.labels[sel]
+        rows, feats, extra = self._features(batch.ids[sel], batch.input_ids[sel], am, labels=labels, tau=tau)
         m = len(first)
         logp = self.model.predict_log_proba(rows, feats, m, extra)  # measured before fitting on this batch
         ll = float(-logp.gather(1, y.unsqueeze(1)).clamp(min=_LOG_EPS).mean())
@@ -555,19 +615,29 @@ class MetaPredictor(OnlineFilter):
         self._maybe_switch()
 
     def _features(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                  *, tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(rows, text feature ids, one loss-memory feature id per row or None)."""
+                  *, labels: torch.Tensor | None = None,
+                  tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(rows, text feature ids, [n, m] per-row feature ids (loss memory, length) or None)."""
         if self._bigram_buckets:
             rows, feats = feature_presence(input_ids, attention_mask, vocab_size=self.vocab,
                                            bigram_buckets=self._bigram_buckets)
         else:
             rows, feats = token_presence(input_ids, attention_mask)
-        extra = None
+        if self.label_tokens:
+            if labels is None or labels.ndim != 1:
+                raise ConfigError("label_tokens needs one class label per example (a classification task); this "
+                                  "batch has none. Set label_tokens=false")
+            lr_, lf = label_token_presence(input_ids, attention_mask, labels, base=self._label_base,
+                                           buckets=self._label_buckets)
+            rows, feats = torch.cat([rows, lr_]), torch.cat([feats, lf])
+        cols = []
         if self.loss_memory:
             tau = self._tau() if tau is None else tau
             last = torch.tensor([self._last_loss.get(int(i), math.nan) for i in ids.tolist()], dtype=torch.float64)
-            extra = self._memory_base + memory_bucket(last, tau if tau is not None else math.inf)
-        return rows, feats, extra
+            cols.append(self._memory_base + memory_bucket(last, tau if tau is not None else math.inf))
+        if self.length_feature:
+            cols.append(self._length_base + length_bucket(input_ids, attention_mask))
+        return rows, feats, (torch.stack(cols, dim=1) if cols else None)
 
     def _maybe_switch(self) -> None:
         if self.switch is not None or not self._warmed_up() or len(self._recent) < self.switch_window:
@@ -612,6 +682,7 @@ class MetaPredictor(OnlineFilter):
             in ("blocking", "paused"),
             "decision_threshold": self.decision_threshold, "explore_fraction": self.explore_fraction,
             "predictor": self.predictor, "ngrams": self.ngrams, "loss_memory": self.loss_memory,
+            "label_tokens": self.label_tokens, "length_feature": self.length_feature,
             "vocab_size": self.vocab, "examples_seen": c["seen"],
             "seen_per_stage": [c["seen_stage0"], c["seen_stage1"], c["seen_stage2"]],
             "fitted": c["fitted"], "important_rate": base,

@@ -33,7 +33,8 @@ from .meta_predictor import FEATURE_SPACES, PREDICTORS, MetaPredictor
 _LOSS_THRESHOLD_PARAMS = ("warmup_fraction", "window", "tau_mode", "tau", "chance_guard")
 _META_PARAMS = ("switch_window", "meta_loss_threshold", "meta_min_accuracy", "meta_skill_threshold",
                 "decision_threshold", "explore_fraction", "guard", "guard_target", "guard_confidence", "guard_window",
-                "predictor", "alpha", "feature_space", "lr", "ngrams", "loss_memory", "fit_during_warmup")
+                "predictor", "alpha", "feature_space", "lr", "ngrams", "loss_memory", "label_tokens",
+                "length_feature", "fit_during_warmup")
 
 
 def infer_vocab_size(model: Any, tokenizer: Any = None) -> int | None:
@@ -116,6 +117,11 @@ class MultistageMethod(Method):
     ``feature_space="seen"``
         ours: the predictor's features are the token ids seen in its fitted examples (as a
         vectorizer fitted on the data would give); ``"vocabulary"``: every id of the tokenizer.
+    ``label_tokens=False``
+        ours: add hashed (class label, token) presence features; the label is known before the
+        forward, so "this word in a negative example" costs no model compute. Classification only.
+    ``length_feature=False``
+        ours: add one feature per example, the bucket of its length in non-padding tokens.
     ``fit_during_warmup=True``
         ours: the predictor also learns during the warm-up, labelling with the running tau.
     ``vocab_size=None``
@@ -174,6 +180,10 @@ class MultistageMethod(Method):
     ngrams = Param(1, int_at_least(1, 2), "2 adds hashed bigrams of consecutive tokens")
     loss_memory = Param(False, boolean, "ours: one feature per example, the bucket of its last observed loss "
                         "relative to tau")
+    label_tokens = Param(False, boolean, "ours: add hashed (class label, token) presence features (the label is "
+                         "known before the forward); classification only")
+    length_feature = Param(False, boolean, "ours: add one feature per example, the bucket of its length in tokens "
+                           "(edges 4, 8, ..., 512)")
     fit_during_warmup = Param(True, boolean, "ours: the predictor also learns during the warm-up, labelling with "
                               "the running tau")
     vocab_size = Param(None, optional(int_at_least(1)), "the tokenizer's size; None: read from the model at plan time")
@@ -211,6 +221,9 @@ class MultistageMethod(Method):
 
         if len(ctx.ids) == 0:
             raise ConfigError("multistage needs a non-empty training set")
+        if self.label_tokens and ctx.task != "classification":
+            raise ConfigError(f"label_tokens needs a classification task (its features pair each token with the "
+                              f"example's class); this run's task is {ctx.task!r}. Set label_tokens=false")
         vocab = self.vocab_size if self.vocab_size is not None else infer_vocab_size(ctx.model, ctx.tokenizer)
         filters = self.build_filters(n_first_epoch=len(ctx.ids), seed=ctx.seed if self.seed is None else self.seed,
                                      vocab_size=vocab, num_classes=num_classes_of(ctx))
