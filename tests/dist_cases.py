@@ -21,7 +21,8 @@ LOOP_CASES: dict[str, dict[str, Any]] = {
     "selective_backprop": {"warmup": 16, "history": 64},
     "infobatch": {"ratio": 0.5},
     "loss_threshold": {"chance_guard": False},
-    "multistage": {"switch_window": 2, "meta_loss_threshold": 5.0, "chance_guard": False},
+    # unguarded: stage 2 skips before the forward within these few batches (the guard would wait for evidence)
+    "multistage": {"switch_window": 2, "meta_loss_threshold": 5.0, "chance_guard": False, "guard": False},
     "data_diet_dynamic": {"keep": 0.5},  # re-scores the pool (sharded) at epoch 1
     "ingenious": {"fraction": 0.5, "cache": False, "embedding": "model", "reselect_every": 2},  # re-selects
 }
@@ -94,7 +95,8 @@ def state_fingerprint(engine) -> dict[str, Any]:
 TRAINER_CASES: dict[str, tuple[str, dict[str, Any], int]] = {
     "random_skip": ("random_skip", {"rate": 0.4}, 1),
     "selective_backprop_ga2": ("selective_backprop", {"warmup": 16, "history": 64}, 2),
-    "multistage": ("multistage", {"switch_window": 2, "meta_loss_threshold": 5.0, "chance_guard": False}, 1),
+    "multistage": ("multistage", {"switch_window": 2, "meta_loss_threshold": 5.0, "chance_guard": False,
+                                   "guard": False}, 1),
     "random_subset": ("random_subset", {"fraction": 0.5}, 1),
 }
 

@@ -92,6 +92,9 @@ VARIANTS: dict[str, tuple[str, Row]] = {
     "ingenious[reselect]": ("ingenious", Row(CLS, {"fraction": 0.5, "cache": False, "reselect_every": 2})),
     # post- and pre-forward filters across an epoch boundary (the Trainer carries leftovers over)
     "multistage[2 epochs]": ("multistage", Row(CLS, METHOD_TABLE["multistage"].params)),
+    # the guard (on by default) keeps these tiny runs in stage 1; unguarded, stage 2 skips before the forward
+    "multistage[unguarded]": ("multistage", Row(CLS, {**METHOD_TABLE["multistage"].params, "guard": False},
+                                                epochs=1)),
     # several scoring runs, each from its own seed
     "data_diet[2 scoring runs]": ("data_diet", Row(CLS, {**METHOD_TABLE["data_diet"].params, "score_seeds": 2})),
 }

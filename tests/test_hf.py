@@ -474,7 +474,7 @@ class StopAt(TrainerCallback):
     (None, None), ("infobatch", {"ratio": 0.5}), ("loss_threshold", {"warmup_fraction": 0.2, "window": 16}),
     ("random_subset", {"fraction": 0.5}),
     ("multistage", {"warmup_fraction": 0.2, "window": 16, "switch_window": 2, "meta_loss_threshold": 5.0,
-                    "explore_fraction": 0.2}),
+                    "explore_fraction": 0.2, "guard_window": 8}),
 ])
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, ds, tok, method, params):
     """Counts, filter state (RNGs, scores, tau, buffer) and parameters of a run stopped at a checkpoint and

@@ -488,7 +488,7 @@ def test_loss_memory_lets_the_predictor_skip_from_the_second_epoch(memory):
     batches = list(planted_token_batches(60, 16, seed=3))
     n = 60 * 16
     method = MultistageMethod(warmup_fraction=0.1, window=64, switch_window=8, predictor="logistic", lr=0.3,
-                              loss_memory=memory, meta_skill_threshold=0.2, vocab_size=60, seed=0)
+                              loss_memory=memory, meta_skill_threshold=0.2, guard_window=64, vocab_size=60, seed=0)
     meta, lt = method.build_filters(n_first_epoch=n, seed=0)
     meta.__class__ = TextBlind
     model = PlantedLossModel(EASY)
@@ -514,8 +514,9 @@ def test_loss_memory_lets_the_predictor_skip_from_the_second_epoch(memory):
 # ---------------------------------------------------------------------- state, methods, Trainer
 def test_state_round_trip_resumes_identically(tiny_cls):
     _, _, ds, collator = tiny_cls
+    # a tiny guard window and a loose target: the guard switches, throttles, pauses and resumes in 192 examples
     method = MultistageMethod(warmup_fraction=0.25, window=16, switch_window=2, meta_loss_threshold=5.0,
-                              explore_fraction=0.3)
+                              explore_fraction=0.3, guard_window=8, guard_target=0.5)
     ctx = PlanContext(ids=np.asarray(ds.ids), labels=ds.labels, seed=4, task="classification", batch_size=8,
                       epochs=3, model=make_tiny_bert())
 
@@ -527,11 +528,15 @@ def test_state_round_trip_resumes_identically(tiny_cls):
     (m1, e1), (m3, e3) = resume_vs_uninterrupted(build, ds, collator, epochs=3, stop_after=1)
     tel = e1.filters[0].telemetry()
     assert tel["switch"] is not None and tel["skipped"]["meta_predictor_stage2"] > 0
+    assert tel["switch"]["examples_seen"] < len(ds), "stage 2 (and the guard) were active when the run stopped"
+    g = tel["guard"]
+    assert g["lowered"] > 0 and g["raised"] > 0 and g["paused"] > 0 and tel["guard_let_through"] > 0
     assert e3.counts.as_dict() == e1.counts.as_dict()
     assert e3.skipped() == e1.skipped()
     assert_same_params(m1, m3)
     t1, t3 = e1.filters[0].telemetry(), e3.filters[0].telemetry()
-    for k in ("switch", "skipped", "explored", "history", "seen_per_stage"):
+    for k in ("switch", "skipped", "explored", "history", "seen_per_stage", "guard", "guard_let_through",
+              "seen_stage2_paused", "switch_rule"):
         assert t1[k] == t3[k], k
     assert e1.filters[1].telemetry() == e3.filters[1].telemetry()
 
@@ -578,7 +583,7 @@ def test_trainer_mixin_runs_multistage_and_counts_add_up(tmp_path):
     ctx = PlanContext(ids=np.asarray(ds.ids), labels=ds.labels, seed=0, task="classification", batch_size=8,
                       epochs=3, model=model)
     filters = MultistageMethod(warmup_fraction=0.25, window=16, switch_window=2, meta_loss_threshold=5.0,
-                               explore_fraction=0.2).plan(ctx).filters
+                               explore_fraction=0.2, guard=False).plan(ctx).filters  # the unguarded stage 2
     args = TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=3, learning_rate=1e-3,
         lr_scheduler_type="constant", report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,

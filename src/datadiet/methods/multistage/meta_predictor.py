@@ -38,20 +38,35 @@ last ``window`` losses, the value tau will be frozen at); ``fit_during_warmup=Fa
 frozen tau instead, as the paper's stage 1 does.
 
 Switch to stage 2: on every batch the predictor's log-loss and accuracy are measured *before*
-fitting on it (the reference measured after fitting, which is optimistic). Once the warm-up is over
-and the mean log-loss of the last ``switch_window`` (16) batches is below ``meta_loss_threshold``
-(and their mean accuracy at least ``meta_min_accuracy``), stage 2 starts, for good. Option
-``meta_skill_threshold`` (ours) replaces the absolute log-loss rule by a relative one: switch once
-the predictor beats, by at least that many nats on the same batches, the constant predictor that
-says the base rate seen so far (a task whose important rate is near 1/2 can never reach an absolute
-0.5 nats with weak features, but can show real skill).
+fitting on it (the reference measured after fitting, which is optimistic). With the guard (default,
+see below), stage 2 starts once the warm-up is over and the guard's held-out evidence has passed on
+each of the last ``switch_window`` (16) fitted batches: a full window of ``guard_window`` (256)
+labels of predicted-unimportant examples whose false-skip rate's upper confidence bound is under
+the guard's limit. Optional further conditions, all of which must hold over the same batches:
+``meta_loss_threshold`` (mean log-loss below it; off by default since the guard, it was 0.5),
+``meta_skill_threshold`` (ours: the constant base-rate predictor's mean log-loss minus ours at
+least that many nats), ``meta_min_accuracy`` (mean accuracy). The switch is for good; what the
+guard does afterwards decides how much stage 2 skips.
 
 Stage 2: examples predicted unimportant (``P(important | x) < decision_threshold``) are skipped
-before any model compute (saves forward + backward), except a random ``explore_fraction`` (0.05,
-our addition) of them, let through so the predictor keeps seeing labels from the region it skips.
-Its generator is its own and is saved in ``state_dict``. In stage 2 the predictor only gets labels
-for the examples it lets through, so its measured log-loss and base rate are those of that
-(biased) sample; the bias makes it predict "important" more often, i.e. skip less (conservative).
+before any model compute, except a random ``explore_fraction`` (0.05, our addition) of them, let
+through so the predictor keeps seeing labels from the region it skips. Its generator is its own and
+is saved in ``state_dict``. In stage 2 the predictor only gets labels for the examples it lets
+through, so its measured log-loss and base rate are those of that (biased) sample; the bias makes
+it predict "important" more often, i.e. skip less (conservative).
+
+The guard (``guard=True``, ours; :mod:`~datadiet.methods.multistage.guard`): the let-through
+predicted-unimportant examples are an unbiased sample of what is skipped, so their labels estimate
+the *false-skip rate* (the share of skipped examples that were important). The guard keeps the last
+``guard_window`` of them (and of the predicted-important ones) and compares the exact one-sided
+upper confidence bound of the false-skip rate (Clopper-Pearson at ``guard_confidence``) with
+``min(guard_target, lower bound of the kept examples' important rate)``: the target (0.1), and
+"better than random skipping at the same budget". In stage 2 the guard's ``skip_rate`` halves when
+the bound is over that limit and doubles back when it is under it (re-judged every
+``guard_window // 8`` fresh labels); a predicted-unimportant example is skipped with probability
+``(1 - explore_fraction) * skip_rate``, so at skip rate 0 stage 2 is paused (stage 1 only) and
+every example is labelled again, until the predictor recovers. ``guard=False``: the unguarded
+stage 2 (skip rate 1 always).
 
 Cost: its own compute (timed in ``telemetry()["cost_s"]``): per batch a sort of the token ids and
 a gather over them, plus an O(vocabulary) refresh after each fit; negligible next to a forward.
@@ -70,6 +85,7 @@ import torch
 from ..._validate import check_choice, check_float, check_int
 from ...errors import ConfigError
 from ...core.filter import BatchView, Decision, OnlineFilter, make_generator
+from .guard import SkipGuard
 from .loss_threshold import Downsampled, LossThreshold
 
 _ABSENT = object()
@@ -159,14 +175,15 @@ class BernoulliNaiveBayes:
 
     @staticmethod
     def _fold(rows: torch.Tensor, toks: torch.Tensor, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One more present feature per row (``extra[i]`` for row i), as presence pairs."""
+        """More present features per row (``extra[i]``: row i's, [n] or [n, m]), as presence pairs."""
         if extra is None:
             return rows, toks
-        return torch.cat([rows, torch.arange(len(extra))]), torch.cat([toks, extra])
+        e = extra if extra.ndim == 2 else extra.unsqueeze(1)
+        return torch.cat([rows, torch.arange(e.shape[0]).repeat_interleave(e.shape[1])]), torch.cat([toks, e.flatten()])
 
     def predict_log_proba(self, rows: torch.Tensor, toks: torch.Tensor, n: int,
                           extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``log P(c | x)``: [n, 2] (column 1: important); ``extra``: one more feature id per row, or None."""
+        """``log P(c | x)``: [n, 2] (column 1: important); ``extra``: more feature ids per row ([n] or [n, m]), or None."""
         rows, toks = self._fold(rows, toks, extra)
         jll = self.joint_log_likelihood(rows, toks, n)
         return jll - torch.logsumexp(jll, dim=1, keepdim=True)
@@ -209,6 +226,41 @@ def feature_presence(input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
         h = (a * 1_000_003 + b * 8_191 + 17) % bigram_buckets + vocab_size
         ids = torch.cat([ids, h.masked_fill((a < 0) | (b < 0), -1)], dim=1)
     return token_presence(ids, None)
+
+
+def label_token_presence(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, *,
+                         base: int, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure: (row, feature id) pairs of the distinct label-conditioned token features of each row.
+
+    The class label is known before the forward, so "token v in an example of class c" is a cheap
+    feature: the pair ``(c, v)`` hashed to ``base + hash(c, v) % buckets``. It lets a linear model
+    learn what text alone cannot, e.g. "this word in a *negative* example is easy" (padding excluded).
+    """
+    ids = input_ids.to(torch.long)
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {tuple(ids.shape)}")
+    lab = labels.to(torch.long).reshape(-1)
+    if lab.shape[0] != ids.shape[0]:
+        raise ValueError(f"labels must give one class per row: got {lab.shape[0]} labels for {ids.shape[0]} rows")
+    h = (ids * 2_654_435_761 + (lab.unsqueeze(1) + 1) * 40_503 + 7) % buckets + base
+    if attention_mask is not None:
+        h = h.masked_fill(attention_mask.to(h.device) == 0, -1)
+    return token_presence(h, None)
+
+
+#: Edges of the length buckets, in non-padding tokens (our addition; see ``MetaPredictor``).
+LENGTH_EDGES = (4, 8, 16, 32, 64, 128, 256, 512)
+N_LENGTH_FEATURES = len(LENGTH_EDGES) + 1
+
+
+def length_bucket(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Pure: the bucket of each row's length in non-padding tokens (bucket i: ``LENGTH_EDGES[i-1] <= len <
+    LENGTH_EDGES[i]``; 0 below the first edge, ``len(LENGTH_EDGES)`` from the last on)."""
+    if attention_mask is None:
+        lengths = torch.full((input_ids.shape[0],), input_ids.shape[1], dtype=torch.long)
+    else:
+        lengths = attention_mask.to(torch.long).sum(dim=1)
+    return torch.bucketize(lengths, torch.tensor(LENGTH_EDGES, dtype=torch.long), right=True)
 
 
 #: Edges of the loss-memory buckets, as multiples of tau (our addition; see ``MetaPredictor``).
@@ -258,11 +310,13 @@ class OnlineLogistic:
 
     def predict_log_proba(self, rows: torch.Tensor, feats: torch.Tensor, n: int,
                           extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``log P(c | x)``: [n, 2]; ``extra``: one more feature id per row (value 1), or None."""
+        """``log P(c | x)``: [n, 2]; ``extra``: more feature ids per row ([n] or [n, m], value 1), or None."""
         self._check(feats)
         z = self._logits(rows, feats, self._values(rows, n), n)
         if extra is not None:
-            z = z + self.w[extra]
+            e = extra if extra.ndim == 2 else extra.unsqueeze(1)
+            self._check(e)
+            z = z + self.w[e].sum(dim=1)
         return torch.stack([torch.nn.functional.logsigmoid(-z), torch.nn.functional.logsigmoid(z)], dim=1)
 
     def partial_fit(self, rows: torch.Tensor, feats: torch.Tensor, y: torch.Tensor,
@@ -271,11 +325,14 @@ class OnlineLogistic:
         n = int(y.numel())
         vals = self._values(rows, n)
         z = self._logits(rows, feats, vals, n)
-        if extra is not None:
-            z = z + self.w[extra]
+        e = None if extra is None else extra if extra.ndim == 2 else extra.unsqueeze(1)
+        if e is not None:
+            self._check(e)
+            z = z + self.w[e].sum(dim=1)
         err = (torch.sigmoid(z) - y.to(torch.float64)) / n  # d(mean log-loss)/dz
-        idx = torch.cat([feats, torch.tensor([self.n_features])] + ([] if extra is None else [extra]))
-        contrib = torch.cat([err[rows] * vals, err.sum().reshape(1)] + ([] if extra is None else [err]))
+        idx = torch.cat([feats, torch.tensor([self.n_features])] + ([] if e is None else [e.flatten()]))
+        contrib = torch.cat([err[rows] * vals, err.sum().reshape(1)]
+                            + ([] if e is None else [err.repeat_interleave(e.shape[1])]))
         uniq, inv = torch.unique(idx, return_inverse=True)
         g = torch.zeros(uniq.shape[0], dtype=torch.float64).index_add_(0, inv, contrib)
         g = g + self.l2 * self.w[uniq]
@@ -295,7 +352,7 @@ PREDICTORS = ("naive_bayes", "logistic")
 
 
 class MetaPredictor(OnlineFilter):
-    """Pre-forward filter: in stage 2, skip examples a naive Bayes predicts unimportant.
+    """Pre-forward filter: in stage 2, skip examples a naive Bayes predicts unimportant, under a guard.
 
     Keyword-only parameters:
 
@@ -317,21 +374,32 @@ class MetaPredictor(OnlineFilter):
         AdaGrad step of the logistic predictor (0.1).
     ngrams, hash_buckets
         ``ngrams=2`` adds hashed bigrams of consecutive tokens (``hash_buckets`` = 2**18 slots).
+    label_tokens
+        ours: add the label-conditioned token features (:func:`label_token_presence`: the class
+        label is known before the forward; ``hash_buckets`` slots). Classification only.
+    length_feature
+        ours: add one feature per example, the bucket of its length in non-padding tokens
+        (:data:`LENGTH_EDGES`).
     loss_memory
         ours: add one feature per example, the bucket of its last observed loss relative to tau
         (:data:`MEMORY_EDGES`; "never seen" in the first epoch). Still no model compute: the loss
         was measured when the example last went through the model. Useful from the second epoch.
-    switch_window, meta_loss_threshold, meta_min_accuracy
-        switch when the mean log-loss over the last ``switch_window`` batches is below
-        ``meta_loss_threshold`` and their mean accuracy at least ``meta_min_accuracy``.
-    meta_skill_threshold
-        ours, ``None`` (off) by default: when given, the log-loss condition becomes "the base-rate
-        predictor's mean log-loss minus ours, over the last ``switch_window`` batches, is at least
-        this" (both measured before fitting).
+    switch_window
+        the switch conditions must hold over the last ``switch_window`` (16) fitted batches: the
+        guard's on each of them, the log-loss rules on their mean.
+    meta_loss_threshold, meta_min_accuracy, meta_skill_threshold
+        optional switch conditions (``None``, 0.0, ``None``: off): mean log-loss below
+        ``meta_loss_threshold``, mean accuracy at least ``meta_min_accuracy``, the base-rate
+        predictor's mean log-loss minus ours at least ``meta_skill_threshold`` (all measured before
+        fitting). With ``guard=False`` at least one is needed.
     decision_threshold
         skip when ``P(important | x) <`` this (0.5).
     explore_fraction
-        share of predicted-unimportant examples let through anyway (0.05).
+        share of predicted-unimportant examples let through anyway (0.05): the guard's evidence.
+    guard, guard_target, guard_confidence, guard_window
+        ours: the guard on every forward skip (on; see the module docstring and
+        :class:`~datadiet.methods.multistage.guard.SkipGuard`): the largest tolerated false-skip
+        rate (0.1), the confidence of its bounds (0.95) and its window of labels (256).
     fit_during_warmup
         learn during the warm-up with the running tau (True) or wait for the frozen tau (False).
     max_pending, max_history
@@ -355,12 +423,18 @@ class MetaPredictor(OnlineFilter):
         ngrams: int = 1,
         hash_buckets: int = 1 << 18,
         loss_memory: bool = False,
+        label_tokens: bool = False,
+        length_feature: bool = False,
         switch_window: int = 16,
-        meta_loss_threshold: float = 0.5,
+        meta_loss_threshold: float | None = None,
         meta_min_accuracy: float = 0.0,
         meta_skill_threshold: float | None = None,
         decision_threshold: float = 0.5,
         explore_fraction: float = 0.05,
+        guard: bool = True,
+        guard_target: float = 0.1,
+        guard_confidence: float = 0.95,
+        guard_window: int = 256,
         fit_during_warmup: bool = True,
         max_pending: int = 1 << 16,
         max_history: int = 512,
@@ -376,13 +450,23 @@ class MetaPredictor(OnlineFilter):
         if not isinstance(loss_memory, bool):
             raise ConfigError(f"loss_memory must be true or false, got {loss_memory!r}")
         self.loss_memory = loss_memory
+        for name, v in (("label_tokens", label_tokens), ("length_feature", length_feature)):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{name} must be true or false, got {v!r}")
+        self.label_tokens, self.length_feature = label_tokens, length_feature
         self.vocab = None if vocab_size is None else check_int("vocab_size", vocab_size, min=1)
-        if self.vocab is None and (predictor == "logistic" or self.ngrams > 1 or loss_memory):
+        if self.vocab is None and (predictor == "logistic" or self.ngrams > 1 or loss_memory or label_tokens
+                                   or length_feature):
             raise ConfigError("the meta predictor needs vocab_size (the tokenizer's size) for predictor='logistic', "
-                              "ngrams=2 or loss_memory=true; give vocab_size, or a model the method can read it from")
+                              "ngrams=2, loss_memory, label_tokens or length_feature; give vocab_size, or a model the "
+                              "method can read it from")
+        # feature ids: [tokens | hashed bigrams | hashed (label, token) | loss memory | length]
         self._bigram_buckets = self.hash_buckets if self.ngrams > 1 else 0
-        self._memory_base = (self.vocab or 0) + self._bigram_buckets
-        n_features = None if self.vocab is None else self._memory_base + (N_MEMORY_FEATURES if loss_memory else 0)
+        self._label_base = (self.vocab or 0) + self._bigram_buckets
+        self._label_buckets = self.hash_buckets if label_tokens else 0
+        self._memory_base = self._label_base + self._label_buckets
+        self._length_base = self._memory_base + (N_MEMORY_FEATURES if loss_memory else 0)
+        n_features = None if self.vocab is None else self._length_base + (N_LENGTH_FEATURES if length_feature else 0)
         self.alpha = check_float("alpha", alpha, min=0.0, min_open=True)
         self.feature_space = check_choice("feature_space", feature_space, FEATURE_SPACES)
         self.lr = check_float("lr", lr, min=0.0, min_open=True)
@@ -393,13 +477,28 @@ class MetaPredictor(OnlineFilter):
             self.model = OnlineLogistic(n_features=n_features, lr=lr)
         self._last_loss: dict[int, float] = {}  # id -> last loss observed (loss_memory)
         self.switch_window = check_int("switch_window", switch_window, min=1)
-        self.meta_loss_threshold = check_float("meta_loss_threshold", meta_loss_threshold, min=0.0, min_open=True)
+        self.meta_loss_threshold = (None if meta_loss_threshold is None else
+                                    check_float("meta_loss_threshold", meta_loss_threshold, min=0.0, min_open=True))
         self.meta_min_accuracy = check_float("meta_min_accuracy", meta_min_accuracy, min=0.0, max=1.0)
         self.meta_skill_threshold = (None if meta_skill_threshold is None else
                                      check_float("meta_skill_threshold", meta_skill_threshold, min=0.0))
         self.decision_threshold = check_float("decision_threshold", decision_threshold, min=0.0, max=1.0,
                                               min_open=True, max_open=True)
         self.explore_fraction = check_float("explore_fraction", explore_fraction, min=0.0, max=1.0)
+        if not isinstance(guard, bool):
+            raise ConfigError(f"guard must be true or false, got {guard!r}")
+        self.guard = guard
+        # validated (and kept) whether or not the guard is on, so a typo never waits for guard=true
+        self.skip_guard = SkipGuard(target=guard_target, confidence=guard_confidence, window=guard_window,
+                                    explore_fraction=self.explore_fraction, max_history=max_history)
+        self.guard_target = self.skip_guard.target
+        self.guard_confidence = self.skip_guard.confidence
+        self.guard_window = self.skip_guard.window
+        if not guard and self.meta_loss_threshold is None and self.meta_skill_threshold is None \
+                and self.meta_min_accuracy == 0.0:
+            raise ConfigError("with guard=false the switch to stage 2 needs a rule of its own: give meta_loss_threshold "
+                              "(e.g. 0.5, the old default), meta_skill_threshold or meta_min_accuracy, or keep "
+                              "guard=true")
         if not isinstance(fit_during_warmup, bool):
             raise ConfigError(f"fit_during_warmup must be true or false, got {fit_during_warmup!r}")
         self.fit_during_warmup = fit_during_warmup
@@ -408,11 +507,13 @@ class MetaPredictor(OnlineFilter):
         self._gen = make_generator(self.seed)
         self._pending: dict[int, None] = {}  # ids let through, waiting for their first loss
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=self.switch_window)  # (log-loss, accuracy, base-rate log-loss)
+        self._guard_streak = 0  # consecutive fitted batches (after the warm-up) whose guard evidence passed
         self.history = Downsampled(max_history)  # (examples seen, log-loss, accuracy, stage) per fitted batch
         self.switch: dict[str, Any] | None = None
         self._c: dict[str, int] = {
             "seen": 0, "batches": 0, "training_batches": 0, "seen_stage0": 0, "seen_stage1": 0, "seen_stage2": 0,
             "fitted": 0, "fitted_important": 0, "predicted_unimportant": 0, "explored": 0, "skipped": 0,
+            "guard_let_through": 0, "seen_stage2_paused": 0,
         }
         self._cost_s = 0.0
 
@@ -445,14 +546,21 @@ class MetaPredictor(OnlineFilter):
         self._c[f"seen_stage{stage}"] += n
         keep = torch.ones(n, dtype=torch.bool)
         if stage == 2:
-            rows, feats, extra = self._features(batch.ids, batch.input_ids, batch.attention_mask)
+            rows, feats, extra = self._features(batch.ids, batch.input_ids, batch.attention_mask, labels=batch.labels)
             p_important = self.model.predict_log_proba(rows, feats, n, extra)[:, 1].exp()
             unimportant = p_important < self.decision_threshold
-            explore = unimportant & (u < self.explore_fraction)
-            keep = ~unimportant | explore
+            e = self.explore_fraction
+            explore = unimportant & (u < e)
+            # the guard lets through a further (1 - e)(1 - skip_rate) of them (none at skip_rate 1)
+            s = self.skip_guard.skip_rate if self.guard else 1.0
+            let_through = unimportant & (u >= e) & (u < e + (1.0 - e) * (1.0 - s))
+            keep = ~unimportant | explore | let_through
             self._c["predicted_unimportant"] += int(unimportant.sum())
             self._c["explored"] += int(explore.sum())
+            self._c["guard_let_through"] += int(let_through.sum())
             self._c["skipped"] += int((~keep).sum())
+            if s == 0.0:
+                self._c["seen_stage2_paused"] += n
         for i in batch.ids[keep].tolist():
             self._pending.pop(int(i), None)
             self._pending[int(i)] = None
@@ -481,7 +589,8 @@ class MetaPredictor(OnlineFilter):
         sel = torch.tensor(first, dtype=torch.long)
         y = (losses[sel].to(torch.float64) > tau).to(torch.long)
         am = None if batch.attention_mask is None else batch.attention_mask[sel]
-        rows, feats, extra = self._features(batch.ids[sel], batch.input_ids[sel], am, tau=tau)
+        labels = None if batch.labels is None else batch.labels[sel]
+        rows, feats, extra = self._features(batch.ids[sel], batch.input_ids[sel], am, labels=labels, tau=tau)
         m = len(first)
         logp = self.model.predict_log_proba(rows, feats, m, extra)  # measured before fitting on this batch
         ll = float(-logp.gather(1, y.unsqueeze(1)).clamp(min=_LOG_EPS).mean())
@@ -492,6 +601,11 @@ class MetaPredictor(OnlineFilter):
         base_ll = float(-(yf * math.log(b) + (1 - yf) * math.log(1 - b)).mean())
         self._recent.append((ll, acc, base_ll))
         self.history.append((self._c["seen"], ll, acc, self.current_stage))
+        if self.guard:  # held-out evidence: predicted before fitting, labelled by the measured loss
+            self.skip_guard.record(logp[:, 1].exp() < self.decision_threshold, y.to(torch.bool))
+            self.skip_guard.check(self._c["seen"])
+            if self.switch is None and self._warmed_up():
+                self._guard_streak = self._guard_streak + 1 if self.skip_guard.passes() else 0
         self.model.partial_fit(rows, feats, y, extra)
         if self.loss_memory:  # updated after fitting: a label never sees its own loss as a feature
             for i, v in zip(batch.ids[sel].tolist(), losses[sel].tolist()):
@@ -501,19 +615,29 @@ class MetaPredictor(OnlineFilter):
         self._maybe_switch()
 
     def _features(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                  *, tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(rows, text feature ids, one loss-memory feature id per row or None)."""
+                  *, labels: torch.Tensor | None = None,
+                  tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(rows, text feature ids, [n, m] per-row feature ids (loss memory, length) or None)."""
         if self._bigram_buckets:
             rows, feats = feature_presence(input_ids, attention_mask, vocab_size=self.vocab,
                                            bigram_buckets=self._bigram_buckets)
         else:
             rows, feats = token_presence(input_ids, attention_mask)
-        extra = None
+        if self.label_tokens:
+            if labels is None or labels.ndim != 1:
+                raise ConfigError("label_tokens needs one class label per example (a classification task); this "
+                                  "batch has none. Set label_tokens=false")
+            lr_, lf = label_token_presence(input_ids, attention_mask, labels, base=self._label_base,
+                                           buckets=self._label_buckets)
+            rows, feats = torch.cat([rows, lr_]), torch.cat([feats, lf])
+        cols = []
         if self.loss_memory:
             tau = self._tau() if tau is None else tau
             last = torch.tensor([self._last_loss.get(int(i), math.nan) for i in ids.tolist()], dtype=torch.float64)
-            extra = self._memory_base + memory_bucket(last, tau if tau is not None else math.inf)
-        return rows, feats, extra
+            cols.append(self._memory_base + memory_bucket(last, tau if tau is not None else math.inf))
+        if self.length_feature:
+            cols.append(self._length_base + length_bucket(input_ids, attention_mask))
+        return rows, feats, (torch.stack(cols, dim=1) if cols else None)
 
     def _maybe_switch(self) -> None:
         if self.switch is not None or not self._warmed_up() or len(self._recent) < self.switch_window:
@@ -521,9 +645,11 @@ class MetaPredictor(OnlineFilter):
         mean_ll = sum(r[0] for r in self._recent) / len(self._recent)
         mean_acc = sum(r[1] for r in self._recent) / len(self._recent)
         skill = sum(r[2] for r in self._recent) / len(self._recent) - mean_ll
-        good = (mean_ll < self.meta_loss_threshold if self.meta_skill_threshold is None
-                else skill >= self.meta_skill_threshold)
-        if good and mean_acc >= self.meta_min_accuracy:
+        good = ((self.meta_loss_threshold is None or mean_ll < self.meta_loss_threshold)
+                and (self.meta_skill_threshold is None or skill >= self.meta_skill_threshold)
+                and mean_acc >= self.meta_min_accuracy
+                and (not self.guard or self._guard_streak >= self.switch_window))
+        if good:
             lt = self.threshold if isinstance(self.threshold, LossThreshold) else None
             self.switch = {
                 "examples_seen": self._c["seen"], "incoming_batches": self._c["batches"],
@@ -531,6 +657,11 @@ class MetaPredictor(OnlineFilter):
                 "mean_log_loss": mean_ll, "mean_accuracy": mean_acc, "skill": skill,
                 "loss_threshold_skipped": None if lt is None else lt.skipped,
             }
+            if self.guard:
+                ev = self.skip_guard.evidence()
+                self.switch["guard"] = {k: ev[k] for k in ("evidence", "false_skip_estimate", "false_skip_bound",
+                                                           "kept_important_rate", "limit")}
+                self.skip_guard.start(self._c["seen"])
 
     def telemetry(self) -> dict[str, Any]:
         c = self._c
@@ -544,9 +675,14 @@ class MetaPredictor(OnlineFilter):
             "stage": self.current_stage, "switch": self.switch,
             "switch_rule": {"switch_window": self.switch_window, "meta_loss_threshold": self.meta_loss_threshold,
                             "meta_min_accuracy": self.meta_min_accuracy,
-                            "meta_skill_threshold": self.meta_skill_threshold},
+                            "meta_skill_threshold": self.meta_skill_threshold, "guard": self.guard,
+                            "guard_streak": self._guard_streak},
+            "guard": self.skip_guard.telemetry(warmed_up=self._warmed_up()) if self.guard else None,
+            "stage2_disabled_by_guard": self.guard and self.skip_guard.state(warmed_up=self._warmed_up())
+            in ("blocking", "paused"),
             "decision_threshold": self.decision_threshold, "explore_fraction": self.explore_fraction,
             "predictor": self.predictor, "ngrams": self.ngrams, "loss_memory": self.loss_memory,
+            "label_tokens": self.label_tokens, "length_feature": self.length_feature,
             "vocab_size": self.vocab, "examples_seen": c["seen"],
             "seen_per_stage": [c["seen_stage0"], c["seen_stage1"], c["seen_stage2"]],
             "fitted": c["fitted"], "important_rate": base,
@@ -555,6 +691,7 @@ class MetaPredictor(OnlineFilter):
             -(base * math.log(base) + (1 - base) * math.log(1 - base)),
             "skipped": {"meta_predictor_stage2": c["skipped"], "loss_threshold": lt_skips},
             "predicted_unimportant": c["predicted_unimportant"], "explored": c["explored"],
+            "guard_let_through": c["guard_let_through"], "seen_stage2_paused": c["seen_stage2_paused"],
             "cost_s": self._cost_s,
             "history": {"columns": ["examples_seen", "log_loss", "accuracy", "stage"],
                         "every_nth_batch": self.history.stride, "rows": [list(p) for p in self.history.points]},
@@ -567,7 +704,7 @@ class MetaPredictor(OnlineFilter):
                 "pending": torch.tensor(list(self._pending), dtype=torch.long),
                 "recent": [list(r) for r in self._recent], "history": self.history.state_dict(),
                 "switch": None if self.switch is None else dict(self.switch), "counts": dict(self._c),
-                "cost_s": self._cost_s}
+                "cost_s": self._cost_s, "guard": self.skip_guard.state_dict(), "guard_streak": self._guard_streak}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._gen.set_state(state["rng"])
@@ -578,5 +715,8 @@ class MetaPredictor(OnlineFilter):
         self._recent = deque((tuple(r) for r in state["recent"]), maxlen=self.switch_window)
         self.history.load_state_dict(state["history"])
         self.switch = None if state["switch"] is None else dict(state["switch"])
-        self._c = {k: int(v) for k, v in state["counts"].items()}
+        self._c = {**dict.fromkeys(self._c, 0), **{k: int(v) for k, v in state["counts"].items()}}
         self._cost_s = float(state["cost_s"])
+        if "guard" in state:  # absent from a checkpoint written before the guard existed
+            self.skip_guard.load_state_dict(state["guard"])
+            self._guard_streak = int(state["guard_streak"])
