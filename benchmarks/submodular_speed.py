@@ -213,7 +213,7 @@ def _index_recall(x, args) -> dict:
     k, n = args.knn, len(x)
     t = time.perf_counter()
     ix = ann_index(x, index="ivf" if args.knn_search == "faiss_ivf" else "hnsw", nprobe=args.nprobe, seed=args.seed,
-                   ef_search=max(128, k))
+                   ef_search=max(128, k), train_per_list=args.train_per_list)
     build_s = time.perf_counter() - t
     q = np.sort(np.random.default_rng(args.seed).choice(n, min(args.recall_queries, n), replace=False))
 
@@ -266,10 +266,12 @@ def section_sparse(args) -> dict:
         x = x.astype("float16")
         res["embeddings_mb"] = x.nbytes / 2**20
     res["knn_search"] = args.knn_search
+    if args.knn_search == "faiss_ivf":
+        res.update(nprobe=args.nprobe, train_per_list=args.train_per_list)
     t = time.perf_counter()
     gains = submodular_gains(x, kernel="knn", knn=args.knn, partition="kmeans", max_part_size=args.part_size,
                              greedy_fraction=args.greedy_fraction, fraction=args.sparse_fraction, seed=args.seed,
-                             knn_search=args.knn_search, nprobe=args.nprobe)
+                             knn_search=args.knn_search, nprobe=args.nprobe, train_per_list=args.train_per_list)
     res["gains_s"] = time.perf_counter() - t
     t = time.perf_counter()
     sel = subset_from_gains(gains, fraction=args.sparse_fraction, sampling=args.sampling, seed=args.seed)
@@ -311,6 +313,8 @@ def main() -> None:
     ap.add_argument("--knn-search", default="exact_per_part", choices=["exact_per_part", "faiss_ivf", "faiss_hnsw"],
                     help="sparse section: kNN within each part (exact) or over the whole pool (FAISS)")
     ap.add_argument("--nprobe", type=int, default=32, help="sparse section, faiss_ivf: lists searched per query")
+    ap.add_argument("--train-per-list", type=int, default=256,
+                    help="sparse section, faiss_ivf: k-means training rows per list (FAISS's ceiling 256, floor 39)")
     ap.add_argument("--float16", action="store_true", help="sparse section: keep the embeddings in float16")
     ap.add_argument("--coverage-sample", type=int, default=0,
                     help="sparse section: measure the subset's coverage (mean max cosine) on this many points")

@@ -93,6 +93,22 @@ def test_ann_graph_is_deterministic_and_fills_short_rows():
     assert (idx >= 0).all() and all(len(set(r)) == 8 for r in idx.tolist())
 
 
+@needs_faiss
+def test_fewer_kmeans_rows_per_list_build_an_index_that_still_finds_the_neighbours():
+    from datadiet.methods.ingenious.submodular.kernels import ann_index
+
+    x = planted()  # 2,000 rows, nlist 179: 256 rows per list trains on every row, 4 per list on 716 of them
+    few = ann_knn_graph(x, k=10, nprobe=32, seed=0, train_per_list=4)  # 716 of the 2,000 rows
+    assert knn_recall(few[0], x, n_queries=500, exclude_self=True, seed=1) >= 0.9
+    # the index the graph searches is ann_index's: searching it for some rows gives those rows' lists
+    ix = ann_index(x, nprobe=32, seed=0, train_per_list=4)
+    unit = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    _, got = ix.search(unit[:50], 10)
+    assert all(set(got[r]) == set(few[0][r]) for r in range(50))
+    with pytest.raises(ConfigError, match="train_per_list"):
+        ann_knn_graph(x, k=10, train_per_list=0)
+
+
 # --------------------------------------------------------------------------------- crossing parts
 @needs_faiss
 def test_neighbours_cross_parts_with_faiss_and_never_exact_per_part():

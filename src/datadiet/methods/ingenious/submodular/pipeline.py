@@ -121,6 +121,7 @@ def submodular_gains(
     knn_search: str = "exact_per_part",
     nprobe: int = 32,
     nlist: int | None = None,
+    train_per_list: int = 256,
 ) -> SubmodularGains:
     """Pure: greedy gains of every example, one greedy run per part.
 
@@ -142,7 +143,7 @@ def submodular_gains(
     - ``backend``: ``auto`` | ``faiss`` | ``torch`` for the kNN search and k-means.
     - ``knn_search`` (``kernel='knn'`` only): ``exact_per_part`` [default]: an exact kNN graph inside
       each part, so no neighbour crosses parts; ``faiss_ivf`` (``nprobe`` [32], ``nlist`` [``round(4
-      sqrt(n))``]) or ``faiss_hnsw``: one approximate kNN graph over the whole pool
+      sqrt(n))``], ``train_per_list`` [256] k-means rows per list) or ``faiss_hnsw``: one approximate kNN graph over the whole pool
       (:func:`~.kernels.ann_knn_graph`, needs faiss), so neighbours cross parts and parts only bound
       the greedy's memory: each part's greedy picks among its members and counts the coverage of
       every example in the pool that lists a member as a neighbour.
@@ -172,6 +173,7 @@ def submodular_gains(
     seed = check_int("seed", seed, min=0)
     knn_search = check_choice("knn_search", knn_search, KNN_SEARCHES)
     nprobe = check_int("nprobe", nprobe, min=1)
+    train_per_list = check_int("train_per_list", train_per_list, min=1)
     if nlist is not None:
         nlist = check_int("nlist (at most the number of examples)", nlist, min=1, max=n)
     if knn_search != "exact_per_part" and kernel != "knn":
@@ -184,7 +186,7 @@ def submodular_gains(
                   fraction=fraction, greedy_fraction=greedy_fraction, lam=lam, reg=reg, backend=backend,
                   workers=workers, seed=seed, knn_search=knn_search)
     if knn_search == "faiss_ivf":
-        params.update(nprobe=nprobe, nlist=nlist)
+        params.update(nprobe=nprobe, nlist=nlist, train_per_list=train_per_list)
 
     t0 = time.perf_counter()
     p = max(n_parts or 1, math.ceil(n / max_part_size))
@@ -207,7 +209,8 @@ def submodular_gains(
     graph_s, graph_bytes = 0.0, 0
     if knn_search != "exact_per_part":
         t = time.perf_counter()
-        ann = dict(index="ivf", nprobe=nprobe, nlist=nlist) if knn_search == "faiss_ivf" else dict(index="hnsw")
+        ann = (dict(index="ivf", nprobe=nprobe, nlist=nlist, train_per_list=train_per_list)
+               if knn_search == "faiss_ivf" else dict(index="hnsw"))
         gi, gv = ann_knn_graph(x, k=min(knn, n), metric=metric, gamma=gamma, seed=seed, **ann)
         cols = _csr_from_topk(gi, gv).transpose()  # row j: the examples that list j as a neighbour
         del gi, gv
