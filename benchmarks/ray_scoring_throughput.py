@@ -2,7 +2,7 @@
 
 The pass is what ``datadiet score --engine ray`` moves to Ray: one no-grad forward per example of
 the MiniLM classifier (batch 64, max_length 64; float32 by default, ``--bf16`` for bf16 autocast,
-which is ~4x *slower* on a CPU without native bf16 such as this AVX2 EPYC) over the training
+which is 6x *slower* on a CPU without native bf16 such as this AVX2 EPYC: BENCHMARKS.md) over the training
 examples of ``health_tweets`` (its whole training split unless ``--max-train``), giving EL2N and
 head GraNd. The scoring
 runs' training is the same in every mode and is left out. Each measurement is its own process
