@@ -44,6 +44,7 @@ import torch
 
 from .._validate import check_int
 from ..errors import ConfigError, DataDietError
+from .files import cache_dir, write_json_atomic
 from .filter import ID_KEY
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,8 @@ def _write_shard(work: Path, k: int, cols: dict[str, np.ndarray]) -> None:
 
 
 def _read_shard(path: Path, positions: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray] | None:
-    """A finished shard's columns, or ``None`` (logged) when it does not hold exactly these rows."""
+    """A finished shard's columns sorted by position, or ``None`` (logged) when it does not hold exactly
+    the rows ``positions`` with their example ids (``ids``: the whole pool's, by position)."""
     import pyarrow.parquet as pq
 
     try:
@@ -219,8 +221,7 @@ def _read_shard(path: Path, positions: np.ndarray, ids: np.ndarray) -> dict[str,
         log.warning("ray pass: shard %s does not hold the rows it should; recomputing it", path.name)
         return None
     cols = {k: v[order] for k, v in cols.items()}
-    expect = ids[np.searchsorted(np.sort(positions), cols[POSITION])] if len(ids) else ids
-    if not np.array_equal(cols[ID_KEY], expect):
+    if not np.array_equal(cols[ID_KEY], ids[cols[POSITION]]):
         log.warning("ray pass: shard %s holds other example ids; recomputing it", path.name)
         return None
     return cols
@@ -240,10 +241,7 @@ def _claim_work(work: Path, key: dict[str, Any]) -> None:
         log.info("ray pass: the shards in %s belong to another pass; starting it afresh", work)
         for old in work.glob("shard-*.parquet"):
             old.unlink(missing_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
-    tmp = work / f".manifest.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(want, default=str, sort_keys=True))
-    os.replace(tmp, manifest)
+    write_json_atomic(manifest, want)
 
 
 # ------------------------------------------------------------------------------------ the pass
@@ -305,7 +303,7 @@ def ray_pass(
         for k, pos in enumerate(shards):
             p = _shard_path(work, k)
             if p.exists():
-                got = _read_shard(p, pos, ids[np.sort(pos)])
+                got = _read_shard(p, pos, ids)
                 if got is not None:
                     done[k] = got
         st.resumed_shards = len(done)
@@ -447,7 +445,6 @@ def _assemble(done: dict[int, dict[str, np.ndarray]], n: int) -> dict[str, np.nd
 def work_dir_for(kind: str, key: dict[str, Any]) -> Path:
     """The folder under the user cache where the pass ``key`` keeps its finished shards."""
     from .cache import key_digest
-    from .files import cache_dir
 
     return cache_dir("ray_work") / kind / key_digest(key, version=1)
 

@@ -412,13 +412,13 @@ def example_embeddings(
         spent = time.perf_counter() - t0
         log.info("embeddings of %d examples from the cache (cost %.1f s when computed)", len(ids), got[1])
         return Embeddings(vectors=got[0], ids=ids, cost_s=got[1], spent_s=spent, cached=True, key=key)
+    work = None  # a Ray pass's work folder: its finished shards, until the embeddings are cached
+    if engine is not None and cache is not None:
+        from ...core.ray_pool import work_dir_for
+
+        work = work_dir_for("embeddings", key)
     if ranks is None:
         if encoder is None:
-            work = None
-            if engine is not None and cache is not None:
-                from ...core.ray_pool import work_dir_for
-
-                work = work_dir_for("embeddings", key)
             vec = model_embeddings(model, dataset, collator=collator, layer=layer, batch_size=batch_size,
                                    autocast_dtype=autocast_dtype, progress=progress, engine=engine, work_dir=work,
                                    work_key=key)
@@ -452,12 +452,10 @@ def example_embeddings(
         cost = ranks.sum([local_s])[0]
     if cache is not None and (ranks is None or ranks.is_main):
         cache.put(key, ids, vec, cost)
-        if engine is not None:  # cached now: the pass's finished shards are no longer needed
+        if work is not None:  # cached now: the pass's finished shards are no longer needed
             import shutil
 
-            from ...core.ray_pool import work_dir_for
-
-            shutil.rmtree(work_dir_for("embeddings", key), ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     log.info("embedded %d examples (dim %d) in %.1f s", len(ids), vec.shape[1], spent)
     return Embeddings(vectors=vec, ids=ids, cost_s=cost, spent_s=spent, cached=False, key=key)
 
