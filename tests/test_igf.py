@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from datadiet.bench.stats import wilcoxon_signed_rank
 from datadiet.data.collate import Collator, LMContexts
 from datadiet.core.engine import ID_KEY, StepEngine
+from datadiet.core.filter import BatchView
 from datadiet.errors import ConfigError, DataDietError
 from datadiet.methods.igf import pairs as P
 from datadiet.methods.igf.learner import LearnerArch, SecondaryLearner, load_learner, save_learner, train_learner
@@ -435,3 +436,103 @@ def test_wilcoxon_exact_matches_enumeration(d):
     assert r.p_two_sided == pytest.approx(min(1.0, 2 * min(pl, pg)))
     with pytest.raises(ValueError, match="paired"):
         wilcoxon_signed_rank([1, 2], [1])
+
+
+# ----------------------------------------------------------------------------- oracle and random predictors (issue 17)
+def test_oracle_scores_every_pool_context_with_its_measured_ig_and_excludes_the_objective_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATADIET_CACHE", str(tmp_path))
+    pool, model = _doc_pool(), _gpt()
+    m = IGF(**SMALL, predictor="oracle", ig_estimate="first_order")
+    ids, z, info, cost, reused = m.pool_scores(model=model, dataset=pool, model_name="gpt", seed=0)
+    tokens, _, docs = np.asarray(pool.input_ids), pool.ids, np.asarray(pool.doc_ids)
+    obj_docs = P.choose_objective(docs, n_docs=3, seed=0)
+    rows, _ = P.objective_picks(10, docs, obj_docs, length=6, seed=0)
+    objective = P.objective_windows(tokens, docs, obj_docs, length=6, seed=0)
+    ig, _ = P.collect_ig(model, tokens, objective, estimate="first_order", lr=1e-3, clip=3.0)
+    keep = np.ones(len(ids), dtype=bool)
+    keep[rows] = False
+    np.testing.assert_array_equal(ids, pool.ids)
+    assert np.isneginf(z[~keep]).all() and info["n_objective_sources_excluded"] == 3
+    np.testing.assert_allclose(z[keep], (ig[keep] - ig[keep].mean()) / ig[keep].std(), rtol=1e-9, atol=1e-9)
+    assert reused == 0.0 and cost > 0
+    # the second time from the cache, its cost counted as reused
+    _, z2, _, cost2, reused2 = m.pool_scores(model=model, dataset=pool, model_name="gpt", seed=5)
+    np.testing.assert_array_equal(z, z2)
+    assert reused2 == cost2 == pytest.approx(cost)
+
+
+def test_the_learners_pairs_reuse_the_oracles_pool_ig(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATADIET_CACHE", str(tmp_path))
+    pool, model = _doc_pool(), _gpt()
+    IGF(**SMALL, predictor="oracle", ig_estimate="first_order").plan(_ctx(pool, model))
+    calls = []
+    monkeypatch.setattr("datadiet.methods.igf.method.collect_ig", lambda *a, **k: calls.append(1))
+    plan = IGF(**SMALL, ig_estimate="first_order").plan(_ctx(pool, model))  # no new IG measured
+    assert calls == [] and plan.info["igf"]["n_train_pairs"] > 0 and plan.info["selection_reused_s"] > 0
+
+
+def test_oracle_filter_keeps_exactly_the_top_contexts_by_id():
+    pool = _pool(np.arange(40) % 70 + 5)
+    z = np.linspace(-2, 2, 40)
+    f = IGFFilter(None, batch_size=4, schedule="constant", threshold=1.0, table=(pool.ids[::-1], z[::-1]))
+    eng = StepEngine(task="causal_lm", batch_size=4, filters=[f])
+    fit(_gpt(), pool, engine=eng, collator=Collator(pad_token_id=0), epochs=1, lr=1e-3, fused_adamw=False)
+    assert eng.counts.examples_backpropagated == int((z >= 1.0).sum()) == 10
+    with pytest.raises(ValueError, match="exactly one of a learner or a table"):
+        IGFFilter(None, batch_size=4)
+    other = IGFFilter(None, batch_size=4, table=(np.array([1, 2]), np.array([0.0, 1.0])))
+    view = BatchView(ids=torch.tensor([1, 3]), input_ids=torch.zeros(2, 4, dtype=torch.long), attention_mask=None,
+                     labels=None)
+    with pytest.raises(DataDietError, match=r"no entry for example ids \[3\]"):
+        other.decide(view, None)
+
+
+def test_random_predictor_is_a_seeded_normal_score_and_refuses_a_learner_file(tmp_path):
+    pool, model = _doc_pool(), _gpt()
+    a = IGF(predictor="random").pool_scores(model=model, dataset=pool, model_name="gpt", seed=1)[1]
+    b = IGF(predictor="random").pool_scores(model=model, dataset=pool, model_name="gpt", seed=1)[1]
+    c = IGF(predictor="random").pool_scores(model=model, dataset=pool, model_name="gpt", seed=2)[1]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and len(a) == len(pool)
+    path = tmp_path / "q.pt"
+    save_learner(SecondaryLearner(LearnerArch(vocab_size=75, dim=2)), path, meta={})
+    with pytest.raises(ConfigError, match="does not use a learner file"):
+        IGF(predictor="random", learner=str(path)).plan(_ctx(pool, model))
+
+
+def test_fit_ridge_recovers_a_planted_linear_map_and_picks_the_penalty_on_validation():
+    from datadiet.methods.igf.learner import fit_ridge
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0]) + 4.0
+    w_true = np.array([0.5, -0.02, 3.0, 0.0, 1.0])
+    y = x @ w_true + 2.0
+    w, b, alpha = fit_ridge(x[:200], y[:200], x[200:], y[200:])
+    np.testing.assert_allclose(x[200:] @ w + b, y[200:], atol=0.05)
+    assert alpha == 1e-2  # noiseless: the smallest penalty validates best
+    noisy = y + rng.normal(scale=50.0, size=len(y))  # signal buried in noise: a large penalty wins
+    assert fit_ridge(x[:200], noisy[:200], x[200:], noisy[200:])[2] >= 10.0
+
+
+def test_hidden_ridge_predictor_ranks_the_pool_by_a_planted_ig(tmp_path, monkeypatch):
+    from datadiet.methods.igf.learner import pool_hidden_states
+
+    monkeypatch.setenv("DATADIET_CACHE", str(tmp_path))
+    pool, model = _doc_pool(n_docs=30, per_doc=6), _gpt()
+    hidden = pool_hidden_states(model, np.asarray(pool.input_ids))
+    direction = np.random.default_rng(3).normal(size=hidden.shape[1])
+    truth = hidden @ direction  # IG planted as a linear function of the LM's own view of each context
+    by_row = {tuple(r): t for r, t in zip(np.asarray(pool.input_ids).tolist(), truth)}
+
+    def planted(_model, contexts, _objective, **_k):
+        return np.array([by_row[tuple(r)] for r in np.asarray(contexts).tolist()]), {"seconds": 1.0,
+                                                                                 "base_objective_ppl": 9.0}
+
+    monkeypatch.setattr("datadiet.methods.igf.method.collect_ig", planted)
+    m = IGF(**{**SMALL, "n_pairs": 120}, predictor="hidden_ridge")
+    ids, z, info, cost, _ = m.pool_scores(model=model, dataset=pool, model_name="gpt", seed=0)
+    np.testing.assert_array_equal(ids, pool.ids)
+    assert np.corrcoef(z, truth)[0, 1] > 0.99 and info["val_pearson"] > 0.99
+    assert abs(z.mean()) < 1e-9 and z.std() == pytest.approx(1.0) and cost >= 1.0
+    plan = m.plan(_ctx(pool, model))
+    assert plan.info["igf"]["predictor"] == "hidden_ridge" and plan.filters[0].learner is None

@@ -105,16 +105,19 @@ def _mse(q: SecondaryLearner, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def train_learner(q: SecondaryLearner, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
                   epochs: int = 15, lr: float = 1e-5, batch_size: int = 128, seed: int = 0,
-                  progress: bool = False) -> LearnerFit:
+                  freeze_embeddings: bool = False, progress: bool = False) -> LearnerFit:
     """Fit ``q`` by MSE with Adam; keep (load back) the weights of the epoch with the best validation MSE.
 
     Without validation pairs the last epoch is kept. Deterministic for a given ``seed`` on CPU.
+    ``freeze_embeddings``: train only the convolution and the head (the copied LM embeddings stay as
+    they are: far fewer trainable parameters for a few hundred pairs).
     """
     t0 = time.perf_counter()
     xt, yt = torch.as_tensor(x, dtype=torch.long), torch.as_tensor(y, dtype=torch.float32)
     xv, yv = torch.as_tensor(x_val, dtype=torch.long), torch.as_tensor(y_val, dtype=torch.float32)
     dev = q.embed.weight.device
-    opt = torch.optim.Adam(q.parameters(), lr=lr)
+    q.embed.weight.requires_grad_(not freeze_embeddings)
+    opt = torch.optim.Adam([p for p in q.parameters() if p.requires_grad], lr=lr)
     gen = torch.Generator()
     gen.manual_seed(int(seed))
     has_val = len(yv) > 0
@@ -231,3 +234,45 @@ def load_learner(path: str | Path) -> tuple[SecondaryLearner, dict[str, Any]]:
         raise foreign(str(e).splitlines()[0][:200]) from None
     q.eval()
     return q, dict(meta or {})
+
+
+# --------------------------------------------------------------------------- a linear learner on the LM's own view
+RIDGE_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+
+
+@torch.no_grad()
+def pool_hidden_states(model: nn.Module, tokens: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """Mean-pooled last hidden state of the (frozen) LM for every context row of ``tokens`` [n, T] -> [n, d]."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    try:
+        for s in range(0, len(tokens), batch_size):
+            ids = torch.as_tensor(np.asarray(tokens[s : s + batch_size]), dtype=torch.long, device=dev)
+            h = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+            out.append(h.float().mean(1).cpu().numpy())
+    finally:
+        model.train(was)
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+              alphas: tuple[float, ...] = RIDGE_ALPHAS) -> tuple[np.ndarray, float, float]:
+    """Ridge regression on standardised features, the penalty picked by validation MSE; ``(w, b, alpha)``.
+
+    ``x @ w + b`` predicts ``y`` (``w`` already folds the standardisation in). Without validation rows
+    the middle penalty (10) is used. Pure numpy, closed form, deterministic.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    mu, sd = x.mean(0), x.std(0) + 1e-8
+    z = (x - mu) / sd
+    gram, rhs = z.T @ z, z.T @ (y - y.mean())
+    eye = np.eye(z.shape[1])
+    cands = [(a, np.linalg.solve(gram + a * eye, rhs)) for a in (alphas if len(y_val) else (10.0,))]
+    if len(y_val):
+        zv = (np.asarray(x_val, dtype=np.float64) - mu) / sd
+        alpha, w = min(cands, key=lambda c: float(np.mean((zv @ c[1] + y.mean() - np.asarray(y_val)) ** 2)))
+    else:
+        alpha, w = cands[0]
+    return w / sd, float(y.mean() - (mu / sd) @ w), float(alpha)

@@ -50,12 +50,14 @@ from ...core.method import Method, Plan
 from ...core.params import Param, float_in, int_at_least, one_of
 from ...core.filter import ID_KEY, BatchView, Decision, OnlineFilter
 from ...core.cache import fields_fingerprint, key_digest
-from .learner import SecondaryLearner, load_learner, save_learner, train_learner
-from .pairs import ESTIMATES, PairCache, choose_objective, collect_ig, objective_windows, pair_positions, zscore
+from .learner import SecondaryLearner, fit_ridge, load_learner, pool_hidden_states, save_learner, train_learner
+from .pairs import (ESTIMATES, PairCache, choose_objective, collect_ig, objective_picks, objective_windows,
+                    pair_positions, zscore)
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("shifting", "constant")
 UNITS = ("ig", "pool")
+PREDICTORS = ("learner", "hidden_ridge", "oracle", "random")
 
 
 class IGFFilter(OnlineFilter):
@@ -70,13 +72,21 @@ class IGFFilter(OnlineFilter):
     stage = "pre_forward"
     reason = "igf"
 
-    def __init__(self, learner: SecondaryLearner, *, batch_size: int, schedule: str = "shifting",
+    def __init__(self, learner: SecondaryLearner | None, *, batch_size: int, schedule: str = "shifting",
                  threshold: float = 1.0, threshold_after: float = -1.0, switch_step: int = 10,
-                 center: float = 0.0, scale: float = 1.0) -> None:
-        self.learner = learner.eval()
+                 center: float = 0.0, scale: float = 1.0,
+                 table: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        if (learner is None) == (table is None):
+            raise ValueError("IGFFilter needs exactly one of a learner or a table of (ids, scores)")
+        self.learner = learner.eval() if learner is not None else None
+        self._table = None
+        if table is not None:  # scores known per example id (oracle IG, random control): a lookup, no network
+            tids, tvals = (np.asarray(a) for a in table)
+            order = np.argsort(tids, kind="stable")
+            self._table = (tids[order].astype(np.int64), np.asarray(tvals, dtype=np.float64)[order])
         self.center = float(center)
         self.scale = check_float("scale", scale, min=0.0, min_open=True)
-        for p in self.learner.parameters():
+        for p in (self.learner.parameters() if self.learner is not None else ()):
             p.requires_grad_(False)
         self.batch_size = check_int("batch_size", batch_size, min=1)
         self.schedule = check_choice("threshold_schedule", schedule, SCHEDULES)
@@ -97,7 +107,17 @@ class IGFFilter(OnlineFilter):
 
     def decide(self, batch: BatchView, losses: torch.Tensor | None) -> Decision:
         t0 = time.perf_counter()
-        pred = (self.learner.predict(batch.input_ids) - self.center) / self.scale
+        if self._table is not None:
+            ids = batch.ids.cpu().numpy().astype(np.int64)
+            tids, tvals = self._table
+            pos = np.clip(np.searchsorted(tids, ids), 0, len(tids) - 1)
+            if not np.array_equal(tids[pos], ids):
+                missing = ids[tids[pos] != ids][:5].tolist()
+                raise DataDietError(f"igf's score table has no entry for example ids {missing}: the table was built "
+                                    "for another training pool; plan the method on the pool it trains on")
+            pred = (torch.as_tensor(tvals[pos]) - self.center) / self.scale
+        else:
+            pred = (self.learner.predict(batch.input_ids) - self.center) / self.scale
         self.q_s += time.perf_counter() - t0
         keep = torch.zeros(len(batch), dtype=torch.bool)
         for i, p in enumerate(pred.tolist()):
@@ -202,11 +222,54 @@ class IGF(Method):
     cache = Param(True, lambda name, v: bool(v), "reuse the pairs and the learner from the on-disk cache")
     threshold_units = Param("ig", one_of(*UNITS), "'ig' (reference: standard deviations of IG over the pairs) or "
                             "'pool' (ours: of the learner's predictions over the training pool)")
+    predictor = Param("learner", one_of(*PREDICTORS), "what scores a context: 'learner' (the reference secondary "
+                      "learner on the raw tokens); 'hidden_ridge' (ours: ridge regression from the LM's mean-pooled "
+                      "last hidden state, one no-grad pass over the pool); diagnostics (ours): 'oracle' (the measured "
+                      "IG of every pool context, one pair's cost per context) or 'random' (a seeded random score: "
+                      "the matched random control)")
 
     # the settings that change the pairs / the learner (cache keys)
     def _pair_settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("objective_docs", "objective_length", "n_pairs", "ig_estimate", "pair_lr",
                                               "pair_clip", "pair_seed", "val_fraction")}
+
+    def _pool_ig_key(self, model_name: str, dataset, device_type: str) -> dict[str, Any]:
+        """Cache key of the IG of every pool context (predictor=oracle); the learner's pairs reuse it when present."""
+        return {"model": model_name, "data": fields_fingerprint(dataset, (ID_KEY, "input_ids")), "device": device_type,
+                "oracle": 1, **{k: getattr(self, k) for k in ("objective_docs", "objective_length", "ig_estimate",
+                                                              "pair_lr", "pair_clip", "pair_seed")}}
+
+    def _pairs(self, *, model: torch.nn.Module, dataset, model_name: str, progress: bool = False):
+        """``(objective_docs, train_positions, val_positions, ig, cost_s, reused_s, base_ppl)`` of the IG pairs.
+
+        From the pair cache, from the whole pool's IG (``predictor=oracle``) when that is cached, or measured.
+        IG pairs are always measured in fp32: under bf16 autocast the weights are rounded to 8 mantissa bits
+        for every forward, which erases most of a 5e-5 step (``bf16`` only shapes the fine-tuning itself).
+        """
+        tokens, ids, docs = _pool_arrays(dataset)
+        device = model.get_input_embeddings().weight.device
+        base_key = {"model": model_name, "data": fields_fingerprint(dataset, (ID_KEY, "input_ids")),
+                    "device": device.type, **self._pair_settings()}
+        obj_docs = choose_objective(docs, n_docs=self.objective_docs, seed=self.pair_seed)
+        objective = objective_windows(tokens, docs, obj_docs, length=self.objective_length, seed=self.pair_seed)
+        tr_pos, va_pos = pair_positions(docs, obj_docs, n_pairs=self.n_pairs, val_fraction=self.val_fraction,
+                                        seed=self.pair_seed)
+        all_pos = np.concatenate([tr_pos, va_pos])
+        pcache = PairCache() if self.cache else None
+        hit = pcache.get(base_key, ids[all_pos]) if pcache is not None else None
+        if hit is None and pcache is not None:  # the whole pool's IG (predictor=oracle) holds these pairs' IG
+            whole = pcache.get(self._pool_ig_key(model_name, dataset, device.type), ids)
+            if whole is not None:
+                hit = (whole[0][all_pos], whole[1] * len(all_pos) / max(len(ids), 1))
+        if hit is not None:
+            ig, pairs_s = hit
+            log.info("IGF pairs from cache (%d, cost %.1fs when measured)", len(ig), pairs_s)
+            return obj_docs, tr_pos, va_pos, ig, pairs_s, pairs_s, None
+        ig, info = collect_ig(model, tokens[all_pos], objective, estimate=self.ig_estimate, lr=self.pair_lr,
+                              clip=self.pair_clip or None, autocast_dtype=None, progress=progress)
+        if pcache is not None:
+            pcache.put(base_key, ids[all_pos], ig, info["seconds"])
+        return obj_docs, tr_pos, va_pos, ig, info["seconds"], 0.0, info["base_objective_ppl"]
 
     def _learner_settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("learner_epochs", "learner_lr", "learner_batch_size")}
@@ -224,12 +287,8 @@ class IGF(Method):
                     "with this model's tokenizer")
             cost = float(meta.get("cost_s", 0.0))
             return PreparedLearner(q.to(emb.device), meta, cost, cost)
-        tokens, ids, docs = _pool_arrays(dataset)
+        tokens, _ids, _docs = _pool_arrays(dataset)
         device = emb.device
-        # IG pairs are always measured in fp32: under bf16 autocast the weights are rounded to 8
-        # mantissa bits for every forward, which erases most of a 5e-5 step (``bf16`` only shapes
-        # the fine-tuning itself).
-        autocast = None
         base_key = {"model": model_name, "data": fields_fingerprint(dataset, (ID_KEY, "input_ids")),
                     "device": device.type, **self._pair_settings()}
         lkey = {**base_key, **self._learner_settings()}
@@ -248,24 +307,8 @@ class IGF(Method):
                 except DataDietError as e:
                     log.warning("ignoring damaged IGF learner cache entry %s (%s)", lpath, e)
         # 1-2: objective set and pairs (cached separately: a new learner setting reuses the pairs)
-        obj_docs = choose_objective(docs, n_docs=self.objective_docs, seed=self.pair_seed)
-        objective = objective_windows(tokens, docs, obj_docs, length=self.objective_length, seed=self.pair_seed)
-        tr_pos, va_pos = pair_positions(docs, obj_docs, n_pairs=self.n_pairs, val_fraction=self.val_fraction,
-                                        seed=self.pair_seed)
-        all_pos = np.concatenate([tr_pos, va_pos])
-        pcache = PairCache() if self.cache else None
-        hit = pcache.get(base_key, ids[all_pos]) if pcache is not None else None
-        if hit is not None:
-            ig, pairs_s = hit
-            pairs_reused = pairs_s
-            base_ppl = None
-            log.info("IGF pairs from cache (%d, cost %.1fs when measured)", len(ig), pairs_s)
-        else:
-            ig, info = collect_ig(model, tokens[all_pos], objective, estimate=self.ig_estimate, lr=self.pair_lr,
-                                  clip=self.pair_clip or None, autocast_dtype=autocast, progress=progress)
-            pairs_s, pairs_reused, base_ppl = info["seconds"], 0.0, info["base_objective_ppl"]
-            if pcache is not None:
-                pcache.put(base_key, ids[all_pos], ig, pairs_s)
+        obj_docs, tr_pos, va_pos, ig, pairs_s, pairs_reused, base_ppl = self._pairs(
+            model=model, dataset=dataset, model_name=model_name, progress=progress)
         z, mean, std = zscore(ig)
         n_tr = len(tr_pos)
         # 3: the learner
@@ -283,6 +326,76 @@ class IGF(Method):
             meta["cache_path"] = str(lpath)
         return PreparedLearner(q, meta, pairs_s + fit.seconds, pairs_reused)
 
+    def pool_scores(self, *, model: torch.nn.Module, dataset, model_name: str, seed: int,
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any], float, float]:
+        """``(ids, z, info, cost_s, reused_s)``: a score for every pool context (``predictor`` other than learner).
+
+        ``hidden_ridge``: ridge regression from the frozen LM's mean-pooled last hidden state to the pairs' IG,
+        applied to the whole pool (one no-grad forward per pool context, plus the pairs).
+
+        ``oracle``: the IG (``ig_estimate``) of every context on the same objective set the learner's pairs use,
+        cached like the pairs. The contexts the objective windows were cut from are never kept (z = -inf):
+        they contain O's tokens, so their IG measures memorising O, not information. ``random``: a standard
+        normal score per context drawn from the training ``seed`` (the matched random control: the same
+        schedule and keep rates as the oracle, with uninformative scores). Scores are z-scores over the pool.
+        """
+        tokens, ids, docs = _pool_arrays(dataset)
+        if self.predictor == "hidden_ridge":
+            return self._hidden_ridge_scores(model=model, dataset=dataset, model_name=model_name, progress=progress)
+        if self.predictor == "random":
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed), 14]))
+            return ids, rng.standard_normal(len(ids)), {"predictor": "random"}, 0.0, 0.0
+        device = model.get_input_embeddings().weight.device
+        obj_docs = choose_objective(docs, n_docs=self.objective_docs, seed=self.pair_seed)
+        rows, _starts = objective_picks(tokens.shape[1], docs, obj_docs, length=self.objective_length,
+                                        seed=self.pair_seed)
+        objective = objective_windows(tokens, docs, obj_docs, length=self.objective_length, seed=self.pair_seed)
+        key = self._pool_ig_key(model_name, dataset, device.type)
+        pcache = PairCache() if self.cache else None
+        hit = pcache.get(key, ids) if pcache is not None else None
+        if hit is not None:
+            ig, cost = hit
+            reused, base_ppl = cost, None
+            log.info("IGF oracle IG from cache (%d contexts, cost %.1fs when measured)", len(ig), cost)
+        else:
+            log.info("IGF oracle: measuring the %s IG of all %d pool contexts", self.ig_estimate, len(ids))
+            ig, info = collect_ig(model, tokens, objective, estimate=self.ig_estimate, lr=self.pair_lr,
+                                  clip=self.pair_clip or None, autocast_dtype=None, progress=progress)
+            cost, reused, base_ppl = info["seconds"], 0.0, info["base_objective_ppl"]
+            if pcache is not None:
+                pcache.put(key, ids, ig, cost)
+        keep = np.ones(len(ids), dtype=bool)
+        keep[rows] = False
+        z = np.full(len(ids), -np.inf)
+        z[keep], mean, std = zscore(ig[keep])
+        info = {"predictor": "oracle", "ig_mean": mean, "ig_std": std, "n_scored": int(len(ids)),
+                "n_objective_sources_excluded": int((~keep).sum()), "base_objective_ppl": base_ppl,
+                "ig_estimate": self.ig_estimate}
+        return ids, z, info, cost, reused
+
+    def _hidden_ridge_scores(self, *, model, dataset, model_name: str, progress: bool = False):
+        """Ridge from the frozen LM's mean-pooled last hidden state to the pairs' IG z-score; scores the whole pool."""
+        tokens, ids, _docs = _pool_arrays(dataset)
+        obj_docs, tr_pos, va_pos, ig, pairs_s, reused, base_ppl = self._pairs(model=model, dataset=dataset,
+                                                                           model_name=model_name, progress=progress)
+        t0 = time.perf_counter()
+        hidden = pool_hidden_states(model, tokens)
+        hidden_s = time.perf_counter() - t0
+        z, mean, std = zscore(ig)
+        n_tr = len(tr_pos)
+        t0 = time.perf_counter()
+        w, b, alpha = fit_ridge(hidden[tr_pos], z[:n_tr], hidden[va_pos], z[n_tr:])
+        pred = hidden @ w + b
+        fit_s = time.perf_counter() - t0
+        val_r = (float(np.corrcoef(pred[va_pos], z[n_tr:])[0, 1]) if len(va_pos) > 1 and pred[va_pos].std() > 0
+                 else None)
+        pz, _pm, _ps = zscore(pred)
+        info = {"predictor": "hidden_ridge", "ig_mean": mean, "ig_std": std, "n_train_pairs": n_tr,
+                "n_val_pairs": len(va_pos), "ridge_alpha": alpha, "val_pearson": val_r, "hidden_pass_s": hidden_s,
+                "pairs_s": pairs_s, "ridge_s": fit_s, "base_objective_ppl": base_ppl,
+                "objective_docs": [int(d) for d in obj_docs]}
+        return ids, pz, info, pairs_s + hidden_s + fit_s, reused
+
     def plan(self, ctx) -> Plan:
         if ctx.task != "causal_lm":
             raise DataDietError("igf filters causal-LM fine-tuning (it predicts a context's perplexity gain); the task "
@@ -290,6 +403,16 @@ class IGF(Method):
         ctx.need("igf", "model", "train_dataset")
         lm = ctx.model
         name = ctx.model_name if ctx.model_name is not None else type(lm).__name__
+        if self.predictor != "learner":
+            if self.learner is not None:
+                raise ConfigError(f"igf: predictor={self.predictor!r} does not use a learner file; leave "
+                                  "method.params.learner unset, or use predictor=learner")
+            ids, z, info, cost, reused = self.pool_scores(model=lm, dataset=ctx.train_dataset, model_name=name,
+                                                          seed=ctx.seed)
+            f = IGFFilter(None, batch_size=ctx.batch_size, schedule=self.threshold_schedule, threshold=self.threshold,
+                          threshold_after=self.threshold_after, switch_step=self.switch_step, table=(ids, z))
+            return Plan(filters=[f], info={"igf": info, "igf_cost_s": cost, "selection_reused_s": reused,
+                                           "igf_threshold_units": {"units": "pool (z-scores of the table)"}})
         prep = self.prepare_learner(model=lm, dataset=ctx.train_dataset, model_name=name, bf16=ctx.bf16)
         center, scale, units = 0.0, 1.0, {}
         if self.threshold_units == "pool":

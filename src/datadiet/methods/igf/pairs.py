@@ -193,18 +193,22 @@ def objective_windows(tokens: np.ndarray, doc_ids: np.ndarray, docs: np.ndarray,
 
     ``tokens`` [n, T] are the pool's contexts, ``doc_ids`` [n] their documents. Returns [len(docs), length].
     """
-    T = tokens.shape[1]
+    rows, starts = objective_picks(tokens.shape[1], doc_ids, docs, length=length, seed=seed)
+    return np.stack([tokens[r, s : s + length] for r, s in zip(rows, starts)]).astype(np.int64)
+
+
+def objective_picks(T: int, doc_ids: np.ndarray, docs: np.ndarray, *, length: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, starts)``: the pool row each objective window of :func:`objective_windows` is cut from, and where."""
     if length > T:
         raise ValueError(f"objective_length={length} is longer than the contexts ({T} tokens); lower it or raise "
                          "data.context_length")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 12]))
-    out = []
+    rows, starts = [], []
     for d in docs:
-        rows = np.flatnonzero(doc_ids == d)
-        r = int(rng.choice(rows))
-        s = int(rng.integers(0, T - length + 1))
-        out.append(tokens[r, s : s + length])
-    return np.stack(out).astype(np.int64)
+        rows.append(int(rng.choice(np.flatnonzero(doc_ids == d))))
+        starts.append(int(rng.integers(0, T - length + 1)))
+    return np.asarray(rows, dtype=np.int64), np.asarray(starts, dtype=np.int64)
 
 
 def pair_positions(doc_ids: np.ndarray, objective_docs: np.ndarray, *, n_pairs: int, val_fraction: float,
@@ -261,6 +265,8 @@ def collect_ig(model: torch.nn.Module, contexts: np.ndarray, objective: np.ndarr
                                     autocast_dtype=autocast_dtype)
         if bar is not None:
             bar.update(1)
+        if (i + 1) % 100 == 0:
+            log.info("IG (%s): %d of %d contexts, %.0fs", estimate, i + 1, len(ctx), time.perf_counter() - t0)
     if bar is not None:
         bar.close()
     return out, {"base_objective_ppl": base, "seconds": time.perf_counter() - t0, "n": len(ctx)}
