@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import DataDietError
 from ..records import FolderLock, read_record
+from .report import guard_figures
 from .suite import MATCH, Cell, Suite
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,12 @@ RESULTS = "results.jsonl"
 
 
 def result_row(suite: Suite, cell: Cell, record: dict[str, Any], run_dir: str) -> dict[str, Any]:
-    """The ``results.jsonl`` line of a finished cell, from its run record."""
+    """The ``results.jsonl`` line of a finished cell, from its run record.
+
+    Multistage cells with the stage-2 guard also get ``guard``: its final figures
+    (:func:`~datadiet.bench.report.guard_figures`); other cells have no such key."""
     counts = record.get("counts", {})
+    guard = guard_figures(record)
     t = record.get("timings", {})
     env = record.get("env", {})
     cfg = record.get("config", {})
@@ -61,6 +66,7 @@ def result_row(suite: Suite, cell: Cell, record: dict[str, Any], run_dir: str) -
         "threads": env.get("torch_threads"),
         "device": env.get("device"),
         "finished_at": record.get("finished"),
+        **({} if guard is None else {"guard": guard}),
     }
 
 

@@ -7,8 +7,12 @@ and keeps each cell's run folder with its ``record.json``. This module turns the
 * :func:`summarize` - one row per (suite, dataset, method label): median quality and its spread,
   median wall-clock, speed-up and quality change against ``full`` of the same dataset and suite,
   fractions of examples forwarded / backpropagated relative to ``full``;
+* :func:`guard_figures` - the final figures of multistage's stage-2 guard from a run record (the
+  harness copies them into the cell's ``results.jsonl`` line; older lines get them from the record);
 * :func:`write_report` - ``report.md`` (tables) and ``report.html`` (tables + inline SVG plots, no
-  network: no scripts, styles or fonts from elsewhere). Sections whose run folders hold data diet
+  network: no scripts, styles or fonts from elsewhere). Sections with ``multistage`` cells get a
+  table of the guard's figures (medians over seeds) and, in the HTML, its false-skip bound and
+  effective skip rate over training. Sections whose run folders hold data diet
   ``scores.json`` files also get a scores view (:mod:`datadiet.bench.scores_view`: per-class score
   histograms, the highest-scoring examples, the AUROC for planted label flips).
 
@@ -42,7 +46,34 @@ REFERENCE_METHOD = "full"
 #: Metrics where a smaller number is better (everything else: larger is better).
 LOWER_IS_BETTER = frozenset({"perplexity", "loss", "nll", "bits_per_byte", "bpb", "error", "error_rate"})
 
-__all__ = ["load_results", "summarize", "write_report", "LOWER_IS_BETTER"]
+__all__ = ["load_results", "summarize", "write_report", "guard_figures", "LOWER_IS_BETTER"]
+
+#: The filter whose telemetry holds multistage's stage-2 guard (``record["filters"][GUARD_FILTER]["guard"]``).
+GUARD_FILTER = "MetaPredictor"
+#: The guard's final figures copied into a results line (from ``SkipGuard.telemetry``).
+GUARD_FIGURES = ("state", "stage2_disabled_by_guard", "false_skip_estimate", "false_skip_bound", "limit", "target",
+                 "effective_skip_rate", "evidence")
+
+
+def guard_figures(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Pure: the stage-2 guard's final figures from a run record, or None (no guard: another method, or
+    multistage with ``guard=false``)."""
+    tel = ((record or {}).get("filters") or {}).get(GUARD_FILTER)
+    g = tel.get("guard") if isinstance(tel, dict) else None
+    if not isinstance(g, dict):
+        return None
+    return {k: g.get(k) for k in GUARD_FIGURES}
+
+
+def guard_history(record: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Pure: the guard's history rows (one per check) from a run record, as dicts by column name."""
+    tel = ((record or {}).get("filters") or {}).get(GUARD_FILTER)
+    g = tel.get("guard") if isinstance(tel, dict) else None
+    h = g.get("history") if isinstance(g, dict) else None
+    if not isinstance(h, dict) or not isinstance(h.get("columns"), list):
+        return []
+    cols = h["columns"]
+    return [dict(zip(cols, row)) for row in h.get("rows") or [] if isinstance(row, list) and len(row) == len(cols)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,7 +227,11 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     reference: ``speedup_vs_full`` (its median wall-clock / this one's), ``quality_delta_vs_full``
     (this median - its median, sign as is), ``backprop_fraction_vs_full`` and
     ``forward_fraction_vs_full`` (ratios of medians). Comparisons are None without a reference.
-    Medians: the mean of the two middle values for an even count.
+    ``guard``: the stage-2 guard's final figures over the seeds whose rows carry them (a ``guard``
+    entry, see :func:`guard_figures`): ``n_seeds``, ``median_false_skip_estimate``,
+    ``median_false_skip_bound``, ``median_limit``, ``median_effective_skip_rate``, ``states``
+    (state -> seeds) and ``disabled`` (seeds whose stage 2 the guard disabled); None when no seed has
+    a guard. Medians: the mean of the two middle values for an even count.
     """
     rows = list(rows)
     out: list[dict[str, Any]] = []
@@ -281,6 +316,20 @@ def _label_stats(rs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_examples_backpropagated": _median(_values(rs, "examples_backpropagated")),
         "median_examples_forwarded": _median(_values(rs, "examples_forwarded")),
         "median_optimizer_steps": _median(_values(rs, "optimizer_steps")),
+        "guard": _guard_stats(rs),
+    }
+
+
+def _guard_stats(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    gs = [r["guard"] for r in rs if isinstance(r.get("guard"), dict)]
+    if not gs:
+        return None
+    return {
+        "n_seeds": len(gs),
+        **{f"median_{k}": _median(_values(gs, k))
+           for k in ("false_skip_estimate", "false_skip_bound", "limit", "effective_skip_rate")},
+        "states": dict(Counter(str(g.get("state") or "?") for g in gs)),
+        "disabled": sum(bool(g.get("stage2_disabled_by_guard")) for g in gs),
     }
 
 
@@ -329,6 +378,53 @@ def _paired_txt(s: dict[str, Any]) -> str:
     if not t:
         return DASH
     return f"{t['wins']}/{t['n']}, one-sided {t['p_better']:.3g}, two-sided {t['p_two_sided']:.3g}"
+
+
+GUARD_NOTE = ("Stage-2 guard (multistage): the guard's figures at the end of training, medians over seeds. "
+              "False-skip estimate: the share of the last held-out predicted-unimportant examples (those it skips "
+              "or would skip, measured anyway) whose loss was above tau; bound: its one-sided upper confidence "
+              "bound; limit: the smaller of the guard target and "
+              "the lower bound of the kept examples' important rate; stage 2 skips only while bound ≤ limit. "
+              "Effective skip rate: the probability that a predicted-unimportant example is skipped. "
+              f"{DASH}: no guard (guard=false).")
+
+
+def _guard_srows(srows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary rows of a section that belong in its guard table: multistage labels and any with a guard."""
+    return [s for s in srows if s.get("method") == "multistage" or s.get("guard")]
+
+
+def _states_txt(g: dict[str, Any] | None) -> str:
+    if not g:
+        return DASH
+    states = sorted(g["states"].items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(states) == 1:
+        return states[0][0]
+    return ", ".join(f"{k} {n}" for k, n in states)
+
+
+def _disabled_txt(g: dict[str, Any] | None) -> str:
+    if not g:
+        return DASH
+    d, n = g["disabled"], g["n_seeds"]
+    return "no" if d == 0 else "yes" if d == n else f"{d} of {n} seeds"
+
+
+def _guard_columns() -> list[tuple[str, Any]]:
+    """(header, summary row -> text) for the guard table (Markdown and HTML share them)."""
+    def med(key: str, digits: int):
+        return lambda s: _fmt((s.get("guard") or {}).get(f"median_{key}"), digits)
+
+    return [
+        ("method label", lambda s: s["label"]),
+        ("guarded seeds", lambda s: str(s["guard"]["n_seeds"]) if s.get("guard") else DASH),
+        ("false-skip estimate", med("false_skip_estimate", 3)),
+        ("false-skip bound", med("false_skip_bound", 3)),
+        ("limit", med("limit", 3)),
+        ("effective skip rate", med("effective_skip_rate", 3)),
+        ("state", lambda s: _states_txt(s.get("guard"))),
+        ("stage 2 disabled by guard", lambda s: _disabled_txt(s.get("guard"))),
+    ]
 
 
 def _uniq(rows: Iterable[dict[str, Any]], key: str) -> list[str]:
@@ -400,6 +496,15 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, An
         for s in srows:
             out.append("| " + " | ".join(md_escape(f(s)) if i == 0 else f(s) for i, (_, f) in enumerate(cols)) + " |")
         out.append("")
+        guarded = _guard_srows(srows)
+        if guarded:
+            gcols = _guard_columns()
+            out += [GUARD_NOTE, ""]
+            out.append("| " + " | ".join(h for h, _ in gcols) + " |")
+            out.append("|" + "|".join([":---"] + ["---:"] * (len(gcols) - 3) + [":---", ":---"]) + "|")
+            for s in guarded:
+                out.append("| " + " | ".join(md_escape(f(s)) for _, f in gcols) + " |")
+            out.append("")
         part = (scores or {}).get((suite, dataset))
         if part is not None:
             from .scores_view import markdown_part
@@ -619,6 +724,48 @@ def _skip_plot(srows, by_label, records, colors, title):
                 lines=lines, legend=legend, yfixed=(-0.04, 1.04), kind="skip")
 
 
+def _guard_plots(gsrows, by_label, records, colors, name) -> list[str]:
+    """The guard over training, from its history rows: the false-skip bound (the limit dashed) and the
+    effective skip rate against examples seen, one line per seed. Empty without histories."""
+    bound, rate, legend = [], [], []
+    for s in gsrows:
+        label, color = s["label"], colors[s["label"]]
+        n = 0
+        for r in by_label.get(label, []):
+            hist = guard_history(records.get(id(r)))
+            pts = [(num(h.get("examples_seen")), num(h.get("false_skip_bound")), num(h.get("limit")),
+                    num(h.get("effective_skip_rate"))) for h in hist]
+            pts = [p for p in pts if p[0] is not None]
+            xb = [(x, b) for x, b, _, _ in pts if b is not None]
+            xl = [(x, lim) for x, _, lim, _ in pts if lim is not None]
+            xr = [(x, e) for x, _, _, e in pts if e is not None]
+            if not (xb or xr):
+                continue
+            n += 1
+            who = f"{label} · {_seed_txt(r)}"
+            if xb:
+                bound.append({"xy": _downsample(xb), "color": color, "width": 1.6, "opacity": 0.85,
+                              "tip": f"{who}\nlast false-skip bound {xb[-1][1]:.3f}"})
+            if xl:
+                bound.append({"xy": _downsample(xl), "color": color, "width": 1.2, "opacity": 0.6, "dash": "5 4",
+                              "tip": f"{who}\nlast limit {xl[-1][1]:.3f}"})
+            if xr:
+                rate.append({"xy": _downsample(xr), "color": color, "width": 1.6, "opacity": 0.85,
+                             "tip": f"{who}\nlast effective skip rate {xr[-1][1]:.3f}"})
+        if n:
+            legend.append((label, color, "line"))
+    out = []
+    if bound:
+        out.append(_svg(title=f"{name}: guard's false-skip bound over training", xlabel="examples seen",
+                        ylabel="false-skip bound (dashed: limit)", lines=bound,
+                        legend=legend + [("limit (dashed)", "#666666", "dash")], kind="guard-bound"))
+    if rate:
+        out.append(_svg(title=f"{name}: guard's effective skip rate over training", xlabel="examples seen",
+                        ylabel="effective skip rate (stage 2)", lines=rate, legend=legend, yfixed=(-0.04, 1.04),
+                        kind="guard-skip"))
+    return out
+
+
 def _curve_plot(srows, by_label, records, colors, title):
     metric = srows[0]["metric"]
     lines, legend = [], []
@@ -719,6 +866,29 @@ def _html_table(srows: list[dict[str, Any]], colors: dict[str, str]) -> str:
     return "\n".join(o)
 
 
+def _html_guard(gsrows: list[dict[str, Any]], by_label: dict[str, list[dict[str, Any]]], colors: dict[str, str]) -> str:
+    """The guard table (medians over seeds) and, folded, the same figures per seed."""
+    cols = _guard_columns()
+
+    def table(rows: list[dict[str, Any]], cls: str) -> str:
+        o = [f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h, _ in cols)
+             + "</tr></thead><tbody>"]
+        for s in rows:
+            sw = f'<span class="swatch" style="background:{colors[s["colour_of"]]}"></span>'
+            o.append("<tr>" + "".join(f'<td class="label">{sw}{esc(f(s))}</td>' if i == 0 else
+                                      f'<td class="{"num" if i < len(cols) - 2 else "label"}">{esc(f(s))}</td>'
+                                      for i, (_, f) in enumerate(cols)) + "</tr>")
+        o.append("</tbody></table>")
+        return "\n".join(o)
+
+    per_seed = [{"label": f"{s['label']} · {_seed_txt(r)}", "colour_of": s["label"], "guard": _guard_stats([r])}
+                for s in gsrows for r in by_label.get(s["label"], [])]
+    return ("<h3>Stage-2 guard (multistage)</h3>" + f'<p class="note">{esc(GUARD_NOTE)}</p>'
+            + table([{**s, "colour_of": s["label"]} for s in gsrows], "guard")
+            + f"<details><summary>the guard per seed ({len(per_seed)} cells)</summary>"
+            + table(per_seed, "guard-cells") + "</details>")
+
+
 def _cells_table(srows: list[dict[str, Any]], by_label: dict[str, list[dict[str, Any]]]) -> str:
     heads = ["label", "seed", "value", "macro-F1", "wall-clock s", "selection s", "train s", "forwarded",
              "backpropagated", "optimizer steps", "train used / n", "run folder"]
@@ -766,6 +936,8 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         body.append(f'<p class="note">model: {esc(model)}; metric: {esc(metric or DASH)} ({_direction(metric)})'
                     + ("" if ref else "; no <code>full</code> rows, so no comparison with full") + "</p>")
         body.append(_html_table(srows, colors))
+        if _guard_srows(srows):
+            body.append(_html_guard(_guard_srows(srows), by_label, colors))
         plots, notes = [], []
         p = _scatter_plot(srows, by_label, colors, kind="quality-wallclock", xkey="wall_clock_s",
                           xlabel="wall-clock s (selection + training)",
@@ -786,6 +958,12 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         plots.append(p) if p else notes.append("no method skipped examples during training (or no skip history in the records)")
         p = _curve_plot(srows, by_label, records, colors, f"{name}: learning curves")
         plots.append(p) if p else notes.append("no learning curves or step losses in the run records")
+        gsrows = _guard_srows(srows)
+        if any(s.get("guard") for s in gsrows):
+            gp = _guard_plots(gsrows, by_label, records, colors, name)
+            plots += gp
+            if not gp:
+                notes.append("no guard history in the multistage run records")
         n_plots += len(plots)
         body.append('<div class="plots">' + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>")
         if notes:
@@ -836,8 +1014,9 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
 def write_report(dir: str | Path, *, title: str | None = None, scores_top: int = 20) -> tuple[Path, Path]:
     """Write ``DIR/report.md`` and a self-contained ``DIR/report.html`` from ``DIR/results.jsonl``.
 
-    Run records (``DIR/<run_dir>/record.json``) feed the skip-rate and learning-curve plots when
-    present; missing or unreadable records only drop those plots. Sections whose run folders hold
+    Run records (``DIR/<run_dir>/record.json``) feed the skip-rate, learning-curve and guard plots
+    when present (and the guard's figures of lines that lack them); missing or unreadable records only
+    drop those plots. Sections whose run folders hold
     ``scores.json`` files (data diet runs) get a scores view: per-class histograms and the
     ``scores_top`` highest-scoring examples in the HTML, the top 10 in the Markdown. Texts are
     recovered from the dataset (offline only); without them the view shows ids and labels. Returns
@@ -850,12 +1029,15 @@ def write_report(dir: str | Path, *, title: str | None = None, scores_top: int =
     lines = _read_jsonl(path)
     rows = _finished(lines)
     failed = _failed_cells(lines, rows)
+    records = _load_records(root, rows)
+    for r in rows:  # lines written before the harness copied the guard's figures: take them from the record
+        if "guard" not in r and (g := guard_figures(records.get(id(r)))) is not None:
+            r["guard"] = g
     summary = summarize(rows)
     suites = _uniq(rows, "suite") or _uniq(failed, "suite")
     if title is None:
         title = "datadiet benchmark report" + (f": {', '.join(suites)}" if suites else "")
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    records = _load_records(root, rows)
     scores = None
     if any(r.get("run_dir") and (root / str(r["run_dir"]) / "scores.json").is_file() for r in rows):
         from .scores_view import collect_scores
