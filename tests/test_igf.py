@@ -530,9 +530,24 @@ def test_hidden_ridge_predictor_ranks_the_pool_by_a_planted_ig(tmp_path, monkeyp
 
     monkeypatch.setattr("datadiet.methods.igf.method.collect_ig", planted)
     m = IGF(**{**SMALL, "n_pairs": 120}, predictor="hidden_ridge")
-    ids, z, info, cost, _ = m.pool_scores(model=model, dataset=pool, model_name="gpt", seed=0)
+    name = type(model).__name__  # what plan() names a model without a name
+    ids, z, info, cost, _ = m.pool_scores(model=model, dataset=pool, model_name=name, seed=0)
     np.testing.assert_array_equal(ids, pool.ids)
     assert np.corrcoef(z, truth)[0, 1] > 0.99 and info["val_pearson"] > 0.99
     assert abs(z.mean()) < 1e-9 and z.std() == pytest.approx(1.0) and cost >= 1.0
-    plan = m.plan(_ctx(pool, model))
-    assert plan.info["igf"]["predictor"] == "hidden_ridge" and plan.filters[0].learner is None
+    plan = m.plan(_ctx(pool, model))  # the second time: the pool's scores from the cache, their cost counted
+    assert plan.info["igf"] == {"predictor": "hidden_ridge", "from_cache": True} and plan.filters[0].learner is None
+    assert plan.info["selection_reused_s"] == plan.info["igf_cost_s"] == pytest.approx(cost)
+    ids2, z2, _i, _c, _r = m.pool_scores(model=model, dataset=pool, model_name=name, seed=0)
+    np.testing.assert_array_equal(z2, z)
+
+
+def test_table_filter_telemetry_stays_finite_with_never_kept_contexts():
+    pool = _pool(np.arange(16) % 70 + 5)
+    z = np.r_[np.full(4, -np.inf), np.linspace(-1, 1, 12)]
+    f = IGFFilter(None, batch_size=4, schedule="constant", threshold=-5.0, table=(pool.ids, z))
+    eng = StepEngine(task="causal_lm", batch_size=4, filters=[f])
+    fit(_gpt(), pool, engine=eng, collator=Collator(pad_token_id=0), epochs=1, lr=1e-3, fused_adamw=False)
+    t = f.telemetry()
+    assert t["never_kept_seen"] == 4 and t["kept"] == 12 and math.isfinite(t["mean_prediction"])
+    json.dumps(t, allow_nan=False)  # a run record stays valid JSON

@@ -36,6 +36,7 @@ instead of an LM forward + backward. The method's claim is quality at equal opti
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ class IGFFilter(OnlineFilter):
         self.kept = 0
         self.seen_at_switch: int | None = None
         self.pred_sum = 0.0
+        self.n_finite = 0  # contexts with a finite score (a table's never-kept contexts score -inf)
         self.q_s = 0.0
 
     def threshold_for(self, kept_index: int) -> float:
@@ -122,7 +124,9 @@ class IGFFilter(OnlineFilter):
         keep = torch.zeros(len(batch), dtype=torch.bool)
         for i, p in enumerate(pred.tolist()):
             self.seen += 1
-            self.pred_sum += p
+            if math.isfinite(p):
+                self.pred_sum += p
+                self.n_finite += 1
             if p >= self.threshold_for(self.kept):
                 keep[i] = True
                 self.kept += 1
@@ -137,15 +141,18 @@ class IGFFilter(OnlineFilter):
                 "seen_at_switch": self.seen_at_switch,
                 "keep_rate_before_switch": (self.switch_step * self.batch_size / self.seen_at_switch
                                             if self.seen_at_switch else None),
-                "mean_prediction": self.pred_sum / self.seen if self.seen else None, "learner_s": self.q_s}
+                "mean_prediction": self.pred_sum / self.n_finite if self.n_finite else None,
+                "never_kept_seen": self.seen - self.n_finite, "learner_s": self.q_s}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen": self.seen, "kept": self.kept, "seen_at_switch": self.seen_at_switch, "pred_sum": self.pred_sum}
+        return {"seen": self.seen, "kept": self.kept, "seen_at_switch": self.seen_at_switch, "pred_sum": self.pred_sum,
+                "n_finite": self.n_finite}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen, self.kept = int(state["seen"]), int(state["kept"])
         self.seen_at_switch = state["seen_at_switch"]
         self.pred_sum = float(state["pred_sum"])
+        self.n_finite = int(state.get("n_finite", self.seen))
 
 
 # --------------------------------------------------------------------------- learner preparation
@@ -376,6 +383,15 @@ class IGF(Method):
     def _hidden_ridge_scores(self, *, model, dataset, model_name: str, progress: bool = False):
         """Ridge from the frozen LM's mean-pooled last hidden state to the pairs' IG z-score; scores the whole pool."""
         tokens, ids, _docs = _pool_arrays(dataset)
+        device = model.get_input_embeddings().weight.device
+        # the pool's scores do not depend on the training seed: cached like the learner
+        key = {**self._pool_ig_key(model_name, dataset, device.type), "table": "hidden_ridge",
+               "n_pairs": self.n_pairs, "val_fraction": self.val_fraction}
+        tcache = PairCache() if self.cache else None
+        hit = tcache.get(key, ids) if tcache is not None else None
+        if hit is not None:
+            log.info("IGF hidden-ridge scores from cache (cost %.1fs when computed)", hit[1])
+            return ids, hit[0], {"predictor": "hidden_ridge", "from_cache": True}, hit[1], hit[1]
         obj_docs, tr_pos, va_pos, ig, pairs_s, reused, base_ppl = self._pairs(model=model, dataset=dataset,
                                                                            model_name=model_name, progress=progress)
         t0 = time.perf_counter()
@@ -394,6 +410,8 @@ class IGF(Method):
                 "n_val_pairs": len(va_pos), "ridge_alpha": alpha, "val_pearson": val_r, "hidden_pass_s": hidden_s,
                 "pairs_s": pairs_s, "ridge_s": fit_s, "base_objective_ppl": base_ppl,
                 "objective_docs": [int(d) for d in obj_docs]}
+        if tcache is not None:
+            tcache.put(key, ids, pz, pairs_s + hidden_s + fit_s)
         return ids, pz, info, pairs_s + hidden_s + fit_s, reused
 
     def plan(self, ctx) -> Plan:
