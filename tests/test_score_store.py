@@ -15,7 +15,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from datadiet.errors import DataDietError  # noqa: E402
-from datadiet.methods.data_diet import store as store_mod  # noqa: E402
+from datadiet.core import parquet as parquet_mod  # noqa: E402
 from datadiet.methods.data_diet.score_runs import ScoreResult  # noqa: E402
 
 N = 23
@@ -105,7 +105,7 @@ def test_interrupted_write_resumes(tmp_path, monkeypatch):
     res = make_result()
     ref = res.save_parquet(tmp_path / "ref", shard_rows=4)
     folder = tmp_path / "store"
-    real = store_mod._write_shard
+    real = parquet_mod.write_table_atomic
     written: list[str] = []
 
     def flaky(pq_, table, dest):
@@ -114,7 +114,7 @@ def test_interrupted_write_resumes(tmp_path, monkeypatch):
         real(pq_, table, dest)
         written.append(dest.name)
 
-    monkeypatch.setattr(store_mod, "_write_shard", flaky)
+    monkeypatch.setattr(parquet_mod, "write_table_atomic", flaky)
     with pytest.raises(KeyboardInterrupt):
         res.save_parquet(folder, shard_rows=4)
     assert [p.name for p in shard_files(folder)] == written == ["part-00000.parquet", "part-00001.parquet",
@@ -130,7 +130,7 @@ def test_interrupted_write_resumes(tmp_path, monkeypatch):
         real(pq_, table, dest)
         written.append(dest.name)
 
-    monkeypatch.setattr(store_mod, "_write_shard", counting)
+    monkeypatch.setattr(parquet_mod, "write_table_atomic", counting)
     res.save_parquet(folder, shard_rows=4)
     assert written == [f"part-{k:05d}.parquet" for k in range(3, 6)]  # only the missing ones
     assert {p.name: p.stat().st_mtime_ns for p in shard_files(folder)[:3]} == mtimes

@@ -483,6 +483,47 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE",
+                   help="a JSON scores file (from `datadiet score`) or an embedding cache entry (a .npz under the "
+                        "embeddings cache folder, `datadiet env` shows where)")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="the Parquet store folder to write (created)")
+    p.add_argument("--float16", action="store_true", help="embeddings only: store the vectors as float16 (half the size)")
+    p.add_argument("--shard-rows", type=int, default=None, metavar="N", help="rows per Parquet shard")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """A JSON scores file -> a score store; an embedding cache entry (.npz) -> an embedding store."""
+    src = Path(args.source)
+    if not src.is_file():
+        raise DataDietError(f"{str(src)!r} is not a file; give a JSON scores file or an embedding cache entry (.npz)")
+    if args.shard_rows is not None and args.shard_rows < 1:
+        raise ConfigError(f"--shard-rows must be >= 1, got {args.shard_rows}")
+    out = out_dir(Path(args.out), "--out")
+    if src.suffix.lower() == ".npz":
+        from ..methods.ingenious.store import SHARD_ROWS, read_npz_entry, write_embedding_store
+
+        e = read_npz_entry(src)
+        write_embedding_store(e["ids"], e["vectors"], out, key=e["key"], cost_s=e["cost_s"],
+                              dtype="float16" if args.float16 else "float32",
+                              shard_rows=args.shard_rows or SHARD_ROWS)
+        n, d = e["vectors"].shape if e["vectors"].ndim == 2 else (len(e["ids"]), 0)
+        echo(f"embedding store: {out} ({n} examples x {d} dims, {'float16' if args.float16 else 'float32'})")
+        echo(f"use it with: -p embeddings_store={out}  (method ingenious), or datasets.Dataset.from_parquet"
+             f"('{out}/*.parquet')")
+        return EXIT_OK
+    if args.float16:
+        raise ConfigError("--float16 applies to embeddings (.npz); a scores file keeps float64 scores")
+    from ..methods.data_diet.score_runs import ScoreResult
+    from ..methods.data_diet.store import SHARD_ROWS
+
+    res = ScoreResult.load(src)
+    res.save_parquet(out, shard_rows=args.shard_rows or SHARD_ROWS)
+    echo(f"score store: {out} ({res.kind} scores of {len(res)} examples)")
+    echo(f"select with: datadiet select --scores {out} -p mode=top keep=0.7 --out selection.json")
+    return EXIT_OK
+
+
 def _add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", metavar="FILE.json", help="a scores file from `datadiet score` (no model needed)")
     add_config_args(p, required=False)
@@ -593,6 +634,8 @@ COMMANDS: list[Command] = [
     Command("score", "score training examples (EL2N / GraNd after S short fine-tuning runs), cached, into a scores file",
             _add_score, cmd_score),
     Command("select", "run an offline selector (scores file or config) and write a selection file", _add_select, cmd_select),
+    Command("convert", "turn a JSON scores file or an embedding cache entry (.npz) into a Parquet store keyed by "
+            "example_id", _add_convert, cmd_convert),
     Command("igf", "collect IG pairs and train IGF's secondary learner once (cached) into a reusable learner file",
             igf_cmd.add_igf, igf_cmd.cmd_igf),
 ]

@@ -29,21 +29,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...core.files import ensure_dir, write_json_atomic
+from ...core.parquet import MANIFEST, META_KEY, arrow, read_manifest, read_shard, shard_name, write_shards
 from ...core.selection import FormatFile
-from ...errors import DataDietError, missing_extra
+from ...errors import DataDietError
 
 STORE_FORMAT = "datadiet.scores-store/1"
-MANIFEST = "manifest.json"
-META_KEY = b"datadiet"
 SHARD_ROWS = 1_000_000
+__all__ = ["MANIFEST", "META_KEY", "STORE_FORMAT", "SHARD_ROWS", "shard_name", "seed_column", "is_store_path",
+           "write_store", "read_store", "content_digest"]
 ID_COL, SCORE_COL, LABEL_COL = "example_id", "score", "label"
 _FIX = "recreate it with `datadiet score` (or ScoreResult.save_parquet)"
 
@@ -52,23 +50,10 @@ def seed_column(seed: int) -> str:
     return f"score_seed{int(seed)}"
 
 
-def shard_name(k: int) -> str:
-    return f"part-{k:05d}.parquet"
-
-
 def is_store_path(path: str | Path) -> bool:
     """``path`` is a score store folder or a single Parquet file (not a JSON scores file)."""
     p = Path(path)
     return p.is_dir() or p.suffix.lower() == ".parquet"
-
-
-def _arrow():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise missing_extra("pyarrow", "hf") from None
-    return pa, pq
 
 
 def _provenance(res) -> dict[str, Any]:
@@ -93,97 +78,38 @@ def content_digest(ids: np.ndarray, scores: np.ndarray, per_seed: np.ndarray, la
 
 
 # ---------------------------------------------------------------------------------------- write
-def _write_shard(pq, table, dest: Path) -> None:
-    """Write one shard atomically: ``dest.tmp`` then ``os.replace`` onto ``dest``."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _shard_digest(pq, path: Path) -> str | None:
-    """The digest in a shard's schema metadata (None when it cannot be read)."""
-    try:
-        meta = pq.read_schema(path).metadata or {}
-        return json.loads(meta[META_KEY]).get("digest")
-    except Exception:  # noqa: BLE001 - any unreadable shard is simply rewritten
-        return None
-
-
 def write_store(res, folder: str | Path, *, shard_rows: int = SHARD_ROWS) -> Path:
     """Write ``res`` (a ScoreResult) as a score store in ``folder``; resume an interrupted write.
 
     A store already in ``folder`` with the same content keeps the shards it has done; one of other
     content is replaced (its shards removed). A folder holding anything else is refused.
     """
-    pa, pq = _arrow()
-    if int(shard_rows) < 1:
-        raise DataDietError(f"shard_rows must be >= 1, got {shard_rows!r}")
-    shard_rows = int(shard_rows)
+    pa, _pq = arrow()
     n = len(res.ids)
-    if n == 0:
-        raise DataDietError("cannot write a score store of no examples")
     seeds = [int(s) for s in res.seeds]
     if len(set(seeds)) != len(seeds):
         raise DataDietError(f"the seeds {seeds} repeat, and a score store names one column per seed")
-    folder = ensure_dir(folder, what="score store")
     ids = np.asarray(res.ids, dtype=np.int64)
     scores = np.asarray(res.scores, dtype=np.float64)
     per_seed = np.asarray(res.per_seed, dtype=np.float64).reshape(len(seeds), n)
     labels = None if res.labels is None else np.asarray(res.labels, dtype=np.int64)
     prov = _provenance(res)
     digest = content_digest(ids, scores, per_seed, labels, prov)
-    names = [shard_name(k) for k in range((n + shard_rows - 1) // shard_rows)]
+    shards = -(-n // max(int(shard_rows), 1))
 
-    for tmp in folder.glob("*.parquet.tmp"):  # left by an interrupted writer: never a finished shard
-        tmp.unlink(missing_ok=True)
-    mpath = folder / MANIFEST
-    done: list[str] = []
-    if mpath.is_file():
-        try:
-            old = json.loads(mpath.read_text())
-        except (OSError, ValueError):
-            old = None
-        same = (isinstance(old, dict) and old.get("format") == STORE_FORMAT and old.get("digest") == digest
-                and old.get("shards") == names)
-        if same:
-            done = [s for s in old.get("done", []) if s in names and (folder / s).is_file()
-                    and _shard_digest(pq, folder / s) == digest]
-    else:
-        others = [p.name for p in folder.iterdir() if not (p.name.startswith("part-") and p.suffix == ".parquet")]
-        if others:
-            raise DataDietError(f"score store {str(folder)!r} is a folder holding other files ({', '.join(sorted(others)[:3])}"
-                                f"); give an empty or new folder")
-    for p in folder.glob("part-*.parquet"):  # shards of another content or another plan
-        if p.name not in done:
-            p.unlink(missing_ok=True)
-
-    manifest = {"format": STORE_FORMAT, "digest": digest, "n": n, "shard_rows": shard_rows, "shards": names,
-                "done": list(done), "complete": False, "columns": _columns(seeds, labels is not None),
-                "provenance": prov, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json_atomic(mpath, manifest)
-    for k, name in enumerate(names):
-        if name in done:
-            continue
-        lo, hi = k * shard_rows, min(n, (k + 1) * shard_rows)
+    def table(k: int, lo: int, hi: int):
         cols: dict[str, Any] = {ID_COL: pa.array(ids[lo:hi], type=pa.int64()),
                                 SCORE_COL: pa.array(scores[lo:hi], type=pa.float64())}
         if labels is not None:
             cols[LABEL_COL] = pa.array(labels[lo:hi], type=pa.int64())
         for j, s in enumerate(seeds):
             cols[seed_column(s)] = pa.array(per_seed[j, lo:hi], type=pa.float64())
-        meta = {"format": STORE_FORMAT, "digest": digest, "n": n, "shard": k, "shards": len(names),
+        meta = {"format": STORE_FORMAT, "digest": digest, "n": n, "shard": k, "shards": shards,
                 "first_row": lo, "rows": hi - lo, **prov}
-        table = pa.table(cols).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-        _write_shard(pq, table, folder / name)
-        manifest["done"].append(name)
-        write_json_atomic(mpath, manifest)
-    manifest["complete"] = True
-    write_json_atomic(mpath, manifest)
-    return folder
+        return pa.table(cols).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+
+    return write_shards(folder, fmt=STORE_FORMAT, what="score store", digest=digest, n=n, shard_rows=shard_rows,
+                        manifest={"columns": _columns(seeds, labels is not None), "provenance": prov}, table=table)
 
 
 def _columns(seeds: list[int], labels: bool) -> list[str]:
@@ -207,31 +133,14 @@ def _fail(path: Path, fault: str) -> DataDietError:
 
 def read_store(path: str | Path, *, kinds: tuple[str, ...]) -> dict[str, Any]:
     """The ScoreResult fields held by a score store folder or a single shard file, every one checked."""
-    pa, pq = _arrow()
+    pa, pq = arrow()
     p = Path(path)
     if not p.exists():
         raise DataDietError(f"score store {str(p)!r} does not exist; create one with ScoreResult.save_parquet")
     if p.is_dir():
-        mpath = p / MANIFEST
-        if not mpath.is_file():
-            hint = f"give its scores file {str(p / 'scores.json')!r}" if (p / "scores.json").is_file() else _FIX
-            raise DataDietError(f"{str(p)!r} is not a datadiet score store (no {MANIFEST} in it); {hint}")
-        try:
-            m = json.loads(mpath.read_text())
-        except (OSError, ValueError) as e:
-            raise _fail(mpath, f"it is not valid JSON ({e})") from None
-        if not isinstance(m, dict) or m.get("format") != STORE_FORMAT:
-            got = m.get("format") if isinstance(m, dict) else None
-            raise _fail(mpath, f"format {got!r}, expected {STORE_FORMAT!r}")
-        shards = m.get("shards")
-        if not isinstance(shards, list) or not shards or not all(isinstance(s, str) and "/" not in s for s in shards):
-            raise _fail(mpath, "'shards' must be a non-empty list of shard file names")
-        done = m.get("done", [])
-        if m.get("complete") is not True or not isinstance(done, list) or set(shards) - set(done):
-            k = len(set(shards) & set(done)) if isinstance(done, list) else 0
-            raise DataDietError(f"score store {str(p)!r} is incomplete: {k} of {len(shards)} shards written (the "
-                                "writer was interrupted); rerun it with the same scores to resume")
-        files = [p / s for s in shards]
+        hint = f"give its scores file {str(p / 'scores.json')!r}" if (p / "scores.json").is_file() else _FIX
+        m = read_manifest(p, fmt=STORE_FORMAT, what="score store", fail=_fail, no_manifest_hint=hint)
+        files = [p / s for s in m["shards"]]
         digest, n = m.get("digest"), m.get("n")
     else:
         files, digest, n, m = [p], None, None, None
@@ -240,19 +149,7 @@ def read_store(path: str | Path, *, kinds: tuple[str, ...]) -> dict[str, Any]:
     prov: dict[str, Any] | None = None
     c_prov: _Checked | None = None
     for k, f in enumerate(files):
-        if not f.is_file():
-            raise _fail(f, "the shard is missing (the manifest lists it)")
-        try:
-            table = pq.read_table(f)
-        except Exception as e:  # noqa: BLE001 - pyarrow's errors: one clear message
-            raise _fail(f, f"it is not a readable Parquet file ({type(e).__name__}: {str(e).strip()[:200]})") from None
-        raw = (table.schema.metadata or {}).get(META_KEY)
-        try:
-            meta = json.loads(raw) if raw is not None else None
-        except ValueError:
-            meta = None
-        if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
-            raise _fail(f, f"its Parquet metadata holds no {STORE_FORMAT!r} provenance under key 'datadiet'")
+        table, meta = read_shard(pq, f, fmt=STORE_FORMAT, fail=_fail)
         c = _Checked(f, meta)
         if m is None:  # a single file: it must be the whole store
             shards_total = c.integer("shards", min=1)

@@ -90,6 +90,40 @@ class Embeddings:
                 "cached": bool(self.cached), "reused_s": self.reused_s,
                 "source": self.key.get("source"), "layer": self.key.get("layer")}
 
+    def save_parquet(self, folder: str | Path, *, dtype: str = "float32", shard_rows: int | None = None) -> Path:
+        """Write these rows as a Parquet embedding store in ``folder`` (:mod:`.store`): shards keyed by
+        ``example_id`` with an ``embedding`` column (float32, or ``dtype="float16"`` at half the size) and
+        the cache key and cost as provenance; an interrupted write, rerun, resumes."""
+        from .store import SHARD_ROWS, write_embedding_store
+
+        return write_embedding_store(self.ids, self.vectors, folder, key=self.key, cost_s=self.cost_s, dtype=dtype,
+                                     shard_rows=SHARD_ROWS if shard_rows is None else shard_rows)
+
+    @classmethod
+    def from_parquet(cls, path: str | Path, *, ids: np.ndarray | None = None, dtype: str = "float32") -> Embeddings:
+        """Read an embedding store (every shard checked). ``ids``: return exactly these examples' rows in
+        this order (the store may hold more; one it lacks is an error naming how many are missing).
+        The result counts as cached: its ``cost_s`` is the stored cost, paid when it was computed."""
+        from .store import read_embedding_store
+
+        t0 = time.perf_counter()
+        d = read_embedding_store(path, dtype=dtype)
+        sids, vec = d["ids"], d["vectors"]
+        if ids is not None:
+            ids = np.asarray(ids, dtype=np.int64)
+            order = np.argsort(sids, kind="stable")
+            at = np.searchsorted(sids, ids, sorter=order)
+            at = np.minimum(at, len(sids) - 1)
+            found = sids[order[at]] == ids
+            if not found.all():
+                miss = ids[~found]
+                raise DataDietError(f"the embedding store {str(path)!r} lacks {len(miss)} of the {len(ids)} training "
+                                    f"examples (ids such as {[int(i) for i in miss[:5]]}); embed the whole training "
+                                    "set into it, or leave embeddings_store unset to embed here")
+            sids, vec = ids, vec[order[at]]
+        return cls(vectors=vec, ids=sids, cost_s=d["cost_s"], spent_s=time.perf_counter() - t0, cached=True,
+                   key={**d["key"], "store": str(path)})
+
 
 # ------------------------------------------------------------------------------------- fingerprints
 def weights_fingerprint(model: torch.nn.Module) -> str:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._validate import check_choice, check_float, check_fraction, check_int
+from ..._validate import check_choice, check_float, check_fraction, check_int, check_str
 from ...errors import ConfigError, DataDietError
 from ...core.filter import BatchView, Decision, OnlineFilter
 from ...core.method import Method
@@ -244,6 +244,11 @@ class Ingenious(Method):
         default the run's seed.
     cache
         reuse embeddings from the on-disk cache (default true).
+    embeddings_store
+        ``None`` (default): embed here (cached). A path: read every training example's vector from
+        this Parquet embedding store (``Embeddings.save_parquet``, ``datadiet convert``) by
+        ``example_id`` instead, e.g. embeddings computed once on a Ray cluster; its stored cost counts
+        as reused selection cost.
     engine, ray_workers
         ``local`` (default) or ``ray``: the embedding pass (embedding=model) on ``ray_workers`` Ray
         Data actors (:mod:`datadiet.core.ray_pool`), resumable from its finished shards.
@@ -280,9 +285,25 @@ class Ingenious(Method):
                      "'resample' (the paper) or 'recompute' (needs embedding=model)")
     seed = Param(None, optional(int_at_least(0)), "RNG seed; None: the run's seed")
     cache = Param(True, boolean, "reuse embeddings from the on-disk cache")
+    embeddings_store = Param(None, optional(check_str), "a Parquet embedding store (Embeddings.save_parquet, "
+                             "`datadiet convert`) holding every training example's vector by example_id, used "
+                             "instead of embedding here")
     engine, ray_workers = engine_params()
 
     def __post_init__(self) -> None:
+        if self.embeddings_store is not None:
+            from pathlib import Path
+
+            if not Path(self.embeddings_store).exists():
+                raise ConfigError(f"embeddings_store {self.embeddings_store!r} does not exist; write one with "
+                                  "Embeddings.save_parquet or `datadiet convert CACHE_ENTRY.npz --out FOLDER`")
+            clash = [f"{k}={v!r}" for k, v in (("warm_start_steps", self.warm_start_steps), ("engine", self.engine))
+                     if v not in (0, "local")]
+            if self.reselect_every is not None and self.reselect == "recompute":
+                clash.append("reselect='recompute'")
+            if clash:
+                raise ConfigError(f"embeddings_store gives fixed, precomputed vectors, which {', '.join(clash)} "
+                                  "would recompute; leave embeddings_store unset or drop " + ", ".join(clash))
         if self.engine == "ray" and self.embedding != "model":
             raise ConfigError(f"engine='ray' runs the embedding pass of embedding=model; embedding="
                               f"{self.embedding!r} (a frozen encoder) runs with engine='local'")
@@ -345,6 +366,12 @@ class Ingenious(Method):
         ids = np.asarray(ctx.ids, dtype=np.int64)
         ranks = getattr(ctx, "ranks", None)
         warm: dict[str, Any] = {"warm_start_s": 0.0, "warm_start_examples": 0}
+        if self.embeddings_store is not None:
+            from .embeddings import Embeddings
+
+            emb = Embeddings.from_parquet(self.embeddings_store, ids=ids)
+            log.info("ingenious: %d embeddings (dim %d) from the store %s", len(emb), emb.dim, self.embeddings_store)
+            return emb, warm
         if self.embedding == "model":
             ctx.need("ingenious with embedding=model", "model", "train_dataset", "collator")
             model = ctx.model
