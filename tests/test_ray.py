@@ -285,3 +285,31 @@ def test_cli_select_ingenious_on_ray_selects_what_the_single_process_path_select
     assert len(a["ids"]) == 20 and a["ids"] == b["ids"]
     assert b["params"]["engine"] == "ray" and a["params"]["engine"] == "local"
     assert not list((cache / "ray_work").rglob("shard-*.parquet"))  # cached, so the pass's shards are gone
+
+
+def test_a_ray_address_where_nothing_listens_fails_fast_naming_it(capsys, tmp_path, monkeypatch):
+    """Unchecked, ray.init retried such an address for minutes; the probe answers within seconds."""
+    import socket
+
+    import ray
+
+    from datadiet.core.ray_pool import ensure_ray, probe_address
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process (another test's Ray may run)
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(DataDietError, match=rf"no Ray cluster answers at 'ray://127.0.0.1:{port}' .*--ray-address"):
+        ensure_ray(RayEngine(address=f"ray://127.0.0.1:{port}"))
+    assert time.perf_counter() - t0 < 30
+    monkeypatch.chdir(tmp_path)
+    err = _one_line_error(capsys, ["score", "-c", TINY, "-q", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"])
+    assert f"no Ray cluster answers at '127.0.0.1:{port}'" in err
+    # something listening passes the probe (Ray itself then judges it); 'auto' is left to Ray
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        probe_address(f"127.0.0.1:{srv.getsockname()[1]}")
+    probe_address("auto")

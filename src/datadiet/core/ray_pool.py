@@ -129,6 +129,36 @@ def import_ray():
     return ray
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe_address(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast when nothing listens at a ``host:port`` or ``ray://host:port`` cluster address.
+
+    ``ray.init`` on an address where no cluster runs retries its connection for many minutes (seen
+    here: still retrying after 5); one TCP connect, bounded by ``timeout_s``, turns that into one
+    error naming the address. ``auto`` / ``local`` (Ray finds or starts the cluster itself) and
+    addresses without a port are left to Ray."""
+    import socket
+
+    a = address.strip()
+    if a in ("auto", "local"):
+        return
+    hostport = a.split("://", 1)[1] if "://" in a else a
+    host, sep, port = hostport.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise DataDietError(f"no Ray cluster answers at {address!r} ({host}:{port}: {why} within {timeout_s:g} s); "
+                            "start one there (`ray start --head`), fix --ray-address / RAY_ADDRESS, or unset it to "
+                            "start a local Ray") from None
+
+
 def ensure_ray(engine: RayEngine):
     """Ray, started (a local Ray with this machine's cores, no dashboard) or joined (``address``)."""
     ray = import_ray()
@@ -139,6 +169,7 @@ def ensure_ray(engine: RayEngine):
                           "configure_logging": True}
     try:
         if address:
+            probe_address(address)
             log.info("ray: joining the cluster at %s", address)
             ray.init(address=address, **kw)
         else:
