@@ -41,6 +41,14 @@ def test_lower_is_better_metrics_reach_their_target_from_above():
     assert target_for(0.8, higher_is_better=True) == pytest.approx(0.795)  # 0.5 accuracy points
 
 
+def test_a_value_exactly_on_the_target_reaches_it_despite_float_rounding():
+    assert 20.0 * 1.005 < 20.1  # the rounding this guards against
+    assert time_to_target([1.0, 2.0], [0.79, 0.795], target_for(0.8, higher_is_better=True)) == 2.0
+    assert time_to_target([1.0, 2.0], [21.0, 20.1], target_for(20.0, higher_is_better=False),
+                          higher_is_better=False) == 2.0
+    assert time_to_target([1.0], [0.7949], target_for(0.8, higher_is_better=True)) is None
+
+
 # ----------------------------------------------------------------------------------------------
 # cells: curves from results lines or records, the selection offset, the final point
 # ----------------------------------------------------------------------------------------------

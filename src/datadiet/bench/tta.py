@@ -66,16 +66,19 @@ def time_to_target(times: Sequence[float], values: Sequence[float | None], targe
     """The time of the first point whose value is at or beyond ``target``, or None if none is.
 
     ``times`` and ``values`` are paired evaluation points in time order; points with a missing or
-    non-finite value are ignored. "Beyond" is ``>=`` when higher is better and ``<=`` otherwise.
-    No interpolation between points: the answer is always one of ``times``.
+    non-finite value are ignored. "Beyond" is ``>=`` when higher is better and ``<=`` otherwise, with a
+    slack of ``1e-9`` (relative to the target's size) so that float rounding of the target (``20 *
+    1.005`` is 20.099999999999998) does not miss a value exactly on it. No interpolation: the answer is
+    always one of ``times``.
     """
+    slack = 1e-9 * max(1.0, abs(target))
     if len(times) != len(values):
         raise ValueError(f"times and values must be paired, got {len(times)} times and {len(values)} values")
     for t, v in zip(times, values):
         f = _num(v)
         if f is None:
             continue
-        if (f >= target) if higher_is_better else (f <= target):
+        if (f >= target - slack) if higher_is_better else (f <= target + slack):
             return float(t)
     return None
 
