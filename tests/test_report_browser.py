@@ -72,14 +72,16 @@ def test_report_renders_in_headless_chromium(tmp_path):
     dom = res.stdout
     assert re.search(r'<body[^>]*data-rendered="1"', dom), "the inline script did not run"
     svgs = re.findall(r"<svg\b[^>]*class=\"plot\".*?</svg>", dom, flags=re.DOTALL)
-    # cls: quality vs wall-clock, vs backprop, skip rate, learning curves; lm: the same with training loss
-    assert len(svgs) == 8
-    assert dom.count("<svg") == 8
+    # cls: quality vs wall-clock, vs backprop, skip rate, learning curves, time to accuracy; lm: the first
+    # four with training loss
+    assert len(svgs) == 9
+    assert dom.count("<svg") == 9
     for svg in svgs:
         assert re.search(r'<(circle|path) class="(pt|med|ln)"', svg), svg[:300]
-    assert re.search(r'id="plot-count">8<', dom)
+    assert re.search(r'id="plot-count">9<', dom)
     kinds = re.findall(r'data-kind="([^"]+)"', dom)
     assert kinds.count("curve") == 1 and kinds.count("loss") == 1 and kinds.count("skip") == 2
+    assert kinds.count("tta") == 1
     console = [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, "\n".join(console)
 

@@ -54,7 +54,9 @@ def epoch_order(positions: np.ndarray, *, seed: int, epoch: int, shuffle: bool =
 @dataclass
 class FitResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
-    curve: list[dict[str, Any]] = field(default_factory=list)  # learning curve (intermediate evals)
+    # learning curve (intermediate evals): per point the counts, ``train_s`` (cumulative training
+    # seconds, evaluation excluded; the clock of ``train_s`` below), ``eval_s`` (that evaluation's) and metrics
+    curve: list[dict[str, Any]] = field(default_factory=list)
     train_s: float = 0.0
     eval_s: float = 0.0
     losses: list[float] = field(default_factory=list)  # training loss per optimizer step
@@ -211,7 +213,9 @@ def fit(
                 bar.set_postfix(steps=engine.counts.optimizer_steps, bp=engine.counts.examples_backpropagated)
             done = stop is not None and engine.counts.optimizer_steps >= stop
             if evaluate is not None and next_eval is not None and engine.counts.optimizer_steps >= next_eval:
+                _sync(model)  # queued device work is training time, not the evaluation's
                 t0 = time.perf_counter()
+                train_s = t0 - t_start  # cumulative training seconds, earlier evaluations excluded
                 m = evaluate()
                 model.train()
                 dt = time.perf_counter() - t0
@@ -220,7 +224,7 @@ def fit(
                 res.curve.append({"optimizer_steps": engine.counts.optimizer_steps,
                                   "examples_seen": engine.counts.examples_seen,
                                   "examples_backpropagated": engine.counts.examples_backpropagated,
-                                  "train_s": time.perf_counter() - t_start, **m})
+                                  "train_s": train_s, "eval_s": dt, **m})
                 next_eval += eval_every
             if done:
                 break
@@ -256,8 +260,16 @@ def fit(
 
         ranks.agree(FIT_END, {"optimizer_steps": engine.counts.optimizer_steps,
                                                    "backward_calls": len(res.losses)})
+    _sync(model)
     res.train_s = time.perf_counter() - t_start
     return res
+
+
+def _sync(model: torch.nn.Module) -> None:
+    """Wait for the model's queued CUDA work, so that a clock read next counts it (no-op on CPU)."""
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 @torch.no_grad()

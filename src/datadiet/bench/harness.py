@@ -20,6 +20,7 @@ from ..errors import DataDietError
 from ..records import FolderLock, read_record
 from .report import guard_figures
 from .suite import MATCH, Cell, Suite
+from .tta import compact_curve
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
@@ -29,9 +30,13 @@ def result_row(suite: Suite, cell: Cell, record: dict[str, Any], run_dir: str) -
     """The ``results.jsonl`` line of a finished cell, from its run record.
 
     Multistage cells with the stage-2 guard also get ``guard``: its final figures
-    (:func:`~datadiet.bench.report.guard_figures`); other cells have no such key."""
+    (:func:`~datadiet.bench.report.guard_figures`); other cells have no such key. Cells with a
+    learning curve (``train.eval_every``) get ``curve``: its points' steps, cumulative training
+    seconds, evaluation seconds and metric as parallel lists (:func:`~datadiet.bench.tta.compact_curve`),
+    for the report's time to accuracy."""
     counts = record.get("counts", {})
     guard = guard_figures(record)
+    curve = compact_curve(record.get("curve"), record.get("metric"))
     t = record.get("timings", {})
     env = record.get("env", {})
     cfg = record.get("config", {})
@@ -67,6 +72,7 @@ def result_row(suite: Suite, cell: Cell, record: dict[str, Any], run_dir: str) -
         "device": env.get("device"),
         "finished_at": record.get("finished"),
         **({} if guard is None else {"guard": guard}),
+        **({} if curve is None else {"curve": curve}),
     }
 
 

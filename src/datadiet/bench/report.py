@@ -12,7 +12,10 @@ and keeps each cell's run folder with its ``record.json``. This module turns the
 * :func:`write_report` - ``report.md`` (tables) and ``report.html`` (tables + inline SVG plots, no
   network: no scripts, styles or fonts from elsewhere). Sections with ``multistage`` cells get a
   table of the guard's figures (medians over seeds) and, in the HTML, its false-skip bound and
-  effective skip rate over training. Sections whose run folders hold data diet
+  effective skip rate over training. Sections where ``full`` and another method have timed learning
+  curves get a time-to-accuracy table (:mod:`datadiet.bench.tta`: wall-clock to ``full``'s final
+  quality minus 0.5 points, as a ratio to ``full``'s) and, in the HTML, a Pareto chart (quality
+  against selection + cumulative training seconds, one line per method). Sections whose run folders hold data diet
   ``scores.json`` files also get a scores view (:mod:`datadiet.bench.scores_view`: per-class score
   histograms, the highest-scoring examples, the AUROC for planted label flips).
 
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .render import DASH, Scale, esc, fmt_count, html_page, md_escape, num, svg_open, trunc, write_atomic
+from .tta import cell_curve, target_text, time_to_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +431,58 @@ def _guard_columns() -> list[tuple[str, Any]]:
     ]
 
 
+def _tta_sections(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+                  records: dict[int, dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """(suite, dataset) -> its time to accuracy, for sections where ``full`` and at least one other
+    method have timed learning curves: ``rows`` (:func:`~datadiet.bench.tta.time_to_accuracy`),
+    ``metric``, ``higher_is_better``, ``reference`` and ``without`` (finished cells with no timed curve,
+    left out: no ``train.eval_every``, or records from before curves carried times)."""
+    out: dict[tuple, dict[str, Any]] = {}
+    groups = _groups(rows)
+    for (suite, dataset), srows in _by_section(summary).items():
+        ref = srows[0]["reference"]
+        by_label = groups.get((suite, dataset), {})
+        if not ref or ref not in by_label:
+            continue
+        higher = srows[0]["higher_is_better"]
+        t = time_to_accuracy(by_label, ref, higher_is_better=higher, records=records)
+        if not any(x["label"] != ref for x in t):
+            continue
+        without = sum(cell_curve(r, records.get(id(r))) is None for rs in by_label.values() for r in rs)
+        out[(suite, dataset)] = {"rows": t, "metric": srows[0]["metric"], "higher_is_better": higher,
+                                 "reference": ref, "without": without}
+    return out
+
+
+def _tta_note(part: dict[str, Any]) -> str:
+    metric = part["metric"] or "quality"
+    note = (f"Time to accuracy: the wall-clock (selection + cumulative training seconds, evaluation excluded) "
+            f"at the first evaluation that reaches the target, {target_text(metric, higher_is_better=part['higher_is_better'])}; "
+            "evaluations are the learning curve's (every train.eval_every optimizer steps, possibly on a test subset) "
+            "and the final one. Time: median over seeds; ratio: median over seeds of the method's time / full's time "
+            "at the same seed (below 1 is faster). A seed that never reaches the target counts as infinitely slow: "
+            "'not reached' when the median lands on one.")
+    if part["without"]:
+        note += f" {part['without']} finished cell(s) without a timed learning curve are left out."
+    return note
+
+
+NOT_REACHED = "not reached"
+
+
+def _tta_columns() -> list[tuple[str, Any]]:
+    def secs(x: dict[str, Any]) -> str:
+        return NOT_REACHED if x["median_time_s"] is None else _fmt(x["median_time_s"], 1)
+
+    def ratio(x: dict[str, Any]) -> str:
+        return NOT_REACHED if x["median_ratio"] is None else _fmt(x["median_ratio"], 2, "x")
+
+    return [("method label", lambda x: x["label"]),
+            ("time to target s (median)", secs),
+            ("ratio to full (median)", ratio),
+            ("seeds reached / seeds", lambda x: f"{x['reached']} / {x['seeds']}")]
+
+
 def _uniq(rows: Iterable[dict[str, Any]], key: str) -> list[str]:
     seen: dict[str, None] = {}
     for r in rows:
@@ -455,6 +511,9 @@ HOW_TO_READ = [
     "same suite run on the same machine; fractions are ratios of medians of examples backpropagated / forwarded.",
     "Δ vs full = method median − full median, sign as is: for accuracy positive is better, for perplexity "
     "negative is better.",
+    "Time to accuracy (where `full` and other methods have learning curves, train.eval_every): the wall-clock "
+    "at which a method's evaluations first reach `full`'s final quality minus 0.5 points (perplexity: times "
+    "1.005), as a ratio to `full`'s time at the same seed; the chart draws quality against that wall-clock.",
     "With few seeds the spread is a rough guide, not a confidence interval.",
 ]
 
@@ -470,7 +529,8 @@ def _section_title(suite: Any, dataset: Any, multi_suite: bool) -> str:
 
 
 def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
-              failed: list[dict[str, Any]], generated: str, scores: dict[tuple, Any] | None = None) -> str:
+              failed: list[dict[str, Any]], generated: str, scores: dict[tuple, Any] | None = None,
+              tta: dict[tuple, dict[str, Any]] | None = None) -> str:
     suites = _uniq(rows, "suite")
     out = [f"# {md_escape(title)}", ""]
     out.append(f"- suite: {', '.join(md_escape(s) for s in suites) or DASH}")
@@ -504,6 +564,15 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, An
             out.append("|" + "|".join([":---"] + ["---:"] * (len(gcols) - 3) + [":---", ":---"]) + "|")
             for s in guarded:
                 out.append("| " + " | ".join(md_escape(f(s)) for _, f in gcols) + " |")
+            out.append("")
+        t = (tta or {}).get((suite, dataset))
+        if t is not None:
+            tcols = _tta_columns()
+            out += ["### Time to accuracy", "", md_escape(_tta_note(t)), ""]
+            out.append("| " + " | ".join(h for h, _ in tcols) + " |")
+            out.append("|" + "|".join([":---"] + ["---:"] * (len(tcols) - 1)) + "|")
+            for x in t["rows"]:
+                out.append("| " + " | ".join(md_escape(f(x)) for _, f in tcols) + " |")
             out.append("")
         part = (scores or {}).get((suite, dataset))
         if part is not None:
@@ -817,6 +886,76 @@ def _curve_xy(rec: dict[str, Any] | None, r: dict[str, Any], metric: str) -> tup
     return xy, metric
 
 
+def _tta_plot(part: dict[str, Any], by_label, records, colors, name) -> str | None:
+    """The Pareto view: quality against wall-clock (selection + cumulative training seconds), one line
+    per method at one seed (the first seed at which the most methods have a timed curve), the
+    final evaluation last; a circle where each method first reaches that seed's target (dashed)."""
+    metric, higher = part["metric"] or "quality", part["higher_is_better"]
+    covered: Counter = Counter()
+    targets = {}
+    for x in part["rows"]:
+        for p in x["per_seed"]:
+            covered[p["seed"]] += 1
+            targets[p["seed"]] = p["target"]
+    if not covered:
+        return None
+    seed = min(covered, key=lambda k: (-covered[k], str(k)))
+    lines, points, legend = [], [], []
+    for x in part["rows"]:
+        label, color = x["label"], colors.get(x["label"], PALETTE[0])
+        row = next((r for r in by_label.get(label, []) if r.get("seed") == seed), None)
+        curve = None if row is None else cell_curve(row, records.get(id(row)))
+        if curve is None:
+            continue
+        xy = [(t, v) for t, v in zip(*curve) if v is not None]
+        if not xy:
+            continue
+        hit = next((p["time_s"] for p in x["per_seed"] if p["seed"] == seed), None)
+        lines.append({"xy": _downsample(xy), "color": color, "width": 2.0 if label == part["reference"] else 1.6,
+                      "opacity": 0.9, "tip": f"{label} · seed {seed}\nfinal {metric}: {xy[-1][1]:.4f} at {xy[-1][0]:.1f} s"
+                      + (f"\ntarget reached at {hit:.1f} s" if hit is not None else f"\ntarget {NOT_REACHED}")})
+        if hit is not None:
+            y = next(v for t, v in xy if t == hit)
+            points.append({"x": hit, "y": y, "color": color, "r": 5,
+                           "tip": f"{label} · seed {seed}: target reached at {hit:.1f} s ({metric} {y:.4f})"})
+        legend.append((label, color, "line"))
+    if not lines:
+        return None
+    target = targets[seed]
+    hlines = [{"y": target, "color": REF_COLOR,
+               "text": f"target {target:.4f}: {target_text(metric, higher_is_better=higher)}"}]
+    legend.append(("target", REF_COLOR, "dash"))
+    return _svg(title=f"{name}: {metric} vs wall-clock, seed {seed} (time to accuracy)",
+                xlabel="wall-clock s (selection + training, evaluation excluded)",
+                ylabel=f"{metric} ({_direction(metric)})", lines=lines, points=points, hlines=hlines,
+                legend=legend, kind="tta")
+
+
+def _html_tta(part: dict[str, Any], colors: dict[str, str]) -> str:
+    """The time-to-accuracy table and, folded, each seed's times."""
+    cols = _tta_columns()
+    o = ["<h3>Time to accuracy</h3>", f'<p class="note">{esc(_tta_note(part))}</p>',
+         '<table class="tta"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h, _ in cols) + "</tr></thead><tbody>"]
+    for x in part["rows"]:
+        sw = f'<span class="swatch" style="background:{colors.get(x["label"], PALETTE[0])}"></span>'
+        cls = ' class="ref"' if x["label"] == part["reference"] else ""
+        o.append(f"<tr{cls}>" + "".join(f'<td class="label">{sw}{esc(f(x))}</td>' if i == 0 else
+                                        f'<td class="num">{esc(f(x))}</td>' for i, (_, f) in enumerate(cols)) + "</tr>")
+    o.append("</tbody></table>")
+    heads = ["label", "seed", "target", "time to target s", "full's time s", "ratio to full"]
+    o.append("<details><summary>time to accuracy per seed</summary><table class=\"tta-cells\"><thead><tr>"
+             + "".join(f"<th>{esc(h)}</th>" for h in heads) + "</tr></thead><tbody>")
+    for x in part["rows"]:
+        for p in x["per_seed"]:
+            vals = [_fmt(p["target"], 4), NOT_REACHED if p["time_s"] is None else _fmt(p["time_s"], 1),
+                    NOT_REACHED if p["full_time_s"] is None else _fmt(p["full_time_s"], 1),
+                    DASH if p["ratio"] is None else _fmt(p["ratio"], 2, "x")]
+            o.append(f"<tr><td>{esc(x['label'])}</td><td class=\"num\">{esc(str(p['seed']))}</td>"
+                     + "".join(f'<td class="num">{esc(v)}</td>' for v in vals) + "</tr>")
+    o.append("</tbody></table></details>")
+    return "\n".join(o)
+
+
 def _load_records(root: Path, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """id(row) -> its run record (rows without a readable record are simply absent)."""
     out: dict[int, dict[str, Any]] = {}
@@ -913,7 +1052,7 @@ def _slug(*parts: Any) -> str:
 
 def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]], failed: list[dict[str, Any]],
           records: dict[int, dict[str, Any]], generated: str, scores: dict[tuple, Any] | None = None,
-          scores_top: int = 20) -> tuple[str, int]:
+          scores_top: int = 20, tta: dict[tuple, dict[str, Any]] | None = None) -> tuple[str, int]:
     colors = _colors(summary)
     suites = _uniq(rows, "suite")
     multi = len(suites) > 1
@@ -938,6 +1077,9 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         body.append(_html_table(srows, colors))
         if _guard_srows(srows):
             body.append(_html_guard(_guard_srows(srows), by_label, colors))
+        tpart = (tta or {}).get((suite, dataset))
+        if tpart is not None:
+            body.append(_html_tta(tpart, colors))
         plots, notes = [], []
         p = _scatter_plot(srows, by_label, colors, kind="quality-wallclock", xkey="wall_clock_s",
                           xlabel="wall-clock s (selection + training)",
@@ -958,6 +1100,9 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         plots.append(p) if p else notes.append("no method skipped examples during training (or no skip history in the records)")
         p = _curve_plot(srows, by_label, records, colors, f"{name}: learning curves")
         plots.append(p) if p else notes.append("no learning curves or step losses in the run records")
+        if tpart is not None:
+            p = _tta_plot(tpart, by_label, records, colors, name)
+            plots.append(p) if p else notes.append("no time-to-accuracy curve")
         gsrows = _guard_srows(srows)
         if any(s.get("guard") for s in gsrows):
             gp = _guard_plots(gsrows, by_label, records, colors, name)
@@ -1015,8 +1160,9 @@ def write_report(dir: str | Path, *, title: str | None = None, scores_top: int =
     """Write ``DIR/report.md`` and a self-contained ``DIR/report.html`` from ``DIR/results.jsonl``.
 
     Run records (``DIR/<run_dir>/record.json``) feed the skip-rate, learning-curve and guard plots
-    when present (and the guard's figures of lines that lack them); missing or unreadable records only
-    drop those plots. Sections whose run folders hold
+    when present (and the guard's figures and learning curves of lines that lack them); missing or
+    unreadable records only drop those plots. Sections where ``full`` and another method have timed
+    learning curves get the time to accuracy (a table in both files, the Pareto chart in the HTML). Sections whose run folders hold
     ``scores.json`` files (data diet runs) get a scores view: per-class histograms and the
     ``scores_top`` highest-scoring examples in the HTML, the top 10 in the Markdown. Texts are
     recovered from the dataset (offline only); without them the view shows ids and labels. Returns
@@ -1044,8 +1190,9 @@ def write_report(dir: str | Path, *, title: str | None = None, scores_top: int =
 
         scores = collect_scores(root, rows, records) or None
     md_path, html_path = root / REPORT_MD, root / REPORT_HTML
-    write_atomic(md_path, _markdown(title, rows, summary, failed, generated, scores))
-    doc, n_plots = _html(title, rows, summary, failed, records, generated, scores, scores_top)
+    tta = _tta_sections(rows, summary, records)
+    write_atomic(md_path, _markdown(title, rows, summary, failed, generated, scores, tta))
+    doc, n_plots = _html(title, rows, summary, failed, records, generated, scores, scores_top, tta)
     write_atomic(html_path, doc)
     log.info("report: %s, %s (%d plots, %d finished cells, %d failed)", md_path, html_path, n_plots, len(rows),
              len(failed))
