@@ -83,6 +83,9 @@ class TrainConfig:
     bf16: bool = _f(True, check_bool)  # bf16 autocast on CPU/GPU
     fused_adamw: bool = _f(True, check_bool)
     threads: int | None = _f(None, optional(int_at_least(1)))  # torch intra-op threads (None: torch default)
+    # torch.use_deterministic_algorithms for the run (on CUDA also deterministic cuBLAS / cuDNN); a CPU run
+    # with a fixed seed and thread count is already bit-identical on the same machine without it
+    deterministic: bool = _f(False, check_bool)
     # auto (cuda when available, else cpu) | cpu | cuda | cuda:N (checked when the device is opened)
     device: str = _text("auto", "a device name (auto, cpu, cuda or cuda:N)")
     seed: int = _f(0, _SEED)

@@ -218,8 +218,40 @@ class _QuietRecord(RunRecord):
         pass
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device):
+    """``train.deterministic``: torch's deterministic algorithms for the run (an op that has none raises,
+    naming it), on CUDA also cuDNN's deterministic kernels and cuBLAS's fixed workspace
+    (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set); everything is put back afterwards."""
+    if not enabled:
+        yield
+        return
+    import os
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    env_set = device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    if env_set:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
+        if env_set:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 def _run(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: float, ranks: Any = None) -> dict[str, Any]:
-    """The body of :func:`run`, inside the claimed run folder."""
+    """The body of :func:`run`, inside the claimed run folder (with ``train.deterministic`` applied)."""
+    with deterministic_algorithms(cfg.train.deterministic, device):
+        return _run_body(cfg, method=method, device=device, rd=rd, progress=progress, t_total=t_total, ranks=ranks)
+
+
+def _run_body(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_total: float,
+              ranks: Any = None) -> dict[str, Any]:
     t = cfg.train
     if t.threads is not None:
         torch.set_num_threads(t.threads)
