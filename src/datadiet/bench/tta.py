@@ -30,6 +30,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from .render import num as _num  # a finite float, or None
+
 __all__ = ["TARGET_POINTS", "TARGET_RELATIVE", "cell_curve", "compact_curve", "target_for", "time_to_accuracy",
            "time_to_target"]
 
@@ -39,14 +41,6 @@ TARGET_POINTS = 0.005
 TARGET_RELATIVE = 0.005
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def target_for(final: float, *, higher_is_better: bool) -> float:

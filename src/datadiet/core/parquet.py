@@ -65,9 +65,9 @@ def shard_digest(pq, path: Path) -> str | None:
 
 
 def write_shards(folder: str | Path, *, fmt: str, what: str, digest: str, n: int, shard_rows: int,
-                 manifest: dict[str, Any], table: Callable[[int, int, int], Any]) -> Path:
-    """Write (or resume writing) the store of ``n`` rows in ``folder``; ``table(k, lo, hi)`` builds shard ``k``
-    (rows ``lo:hi``) as a pyarrow table, its schema metadata already set.
+                 manifest: dict[str, Any], table: Callable[[int, int, int, int], Any]) -> Path:
+    """Write (or resume writing) the store of ``n`` rows in ``folder``; ``table(k, shards, lo, hi)`` builds
+    shard ``k`` of ``shards`` (rows ``lo:hi``) as a pyarrow table, its schema metadata already set.
 
     A store of the same ``fmt``, ``digest`` and shard plan keeps its finished shards; one of other content
     is replaced (its shards removed); a folder holding anything else is refused.
@@ -109,7 +109,7 @@ def write_shards(folder: str | Path, *, fmt: str, what: str, digest: str, n: int
         if name in done:
             continue
         lo, hi = k * int(shard_rows), min(n, (k + 1) * int(shard_rows))
-        write_table_atomic(pq, table(k, lo, hi), folder / name)
+        write_table_atomic(pq, table(k, len(names), lo, hi), folder / name)
         m["done"].append(name)
         write_json_atomic(mpath, m)
     m["complete"] = True

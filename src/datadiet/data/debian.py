@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .assets import cache_dir
@@ -54,3 +56,13 @@ def fetch_deb(package: str, rel: str, files: tuple[str, ...], *, what: str) -> P
     if found is None:
         raise RuntimeError(f"unpacked {package} but found no {', '.join(files)} under {dest / rel}")
     return found
+
+
+def fetch_main(fetch: Callable[[], Path], *, label: str, dataset: str) -> int:
+    """A fetch module's ``main``: fetch, print where the data lies (or why not) on stderr, exit 0 or 1."""
+    try:
+        print(f"{label} data: {fetch()}", file=sys.stderr)
+        return 0
+    except Exception as e:  # noqa: BLE001 - a setup helper reports and carries on
+        print(f"could not fetch the {dataset!r} dataset: {e}", file=sys.stderr)
+        return 1

@@ -7,10 +7,9 @@ and unpack it with ``dpkg -x`` (see :mod:`datadiet.data.debian`). Run as
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from .debian import fetch_deb, find_deb_dir
+from .debian import fetch_deb, fetch_main, find_deb_dir
 
 DEB = "r-cran-janeaustenr"
 REL = "usr/lib/R/site-library/janeaustenr/data"
@@ -27,12 +26,7 @@ def fetch() -> Path:
 
 
 def main() -> int:
-    try:
-        print(f"austen data: {fetch()}", file=sys.stderr)
-        return 0
-    except Exception as e:  # noqa: BLE001 - a setup helper reports and carries on
-        print(f"could not fetch the 'austen' dataset: {e}", file=sys.stderr)
-        return 1
+    return fetch_main(fetch, label="austen", dataset="austen")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@ as is. Run as ``python -m datadiet.data.fetch_wordnet``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from .debian import fetch_deb, find_deb_dir
+from .debian import fetch_deb, fetch_main, find_deb_dir
 
 DEB = "wordnet-base"
 REL = "usr/share/wordnet"
@@ -28,12 +27,7 @@ def fetch() -> Path:
 
 
 def main() -> int:
-    try:
-        print(f"wordnet data: {fetch()}", file=sys.stderr)
-        return 0
-    except Exception as e:  # noqa: BLE001 - a setup helper reports and carries on
-        print(f"could not fetch the 'wordnet_glosses' dataset: {e}", file=sys.stderr)
-        return 1
+    return fetch_main(fetch, label="wordnet", dataset="wordnet_glosses")
 
 
 if __name__ == "__main__":

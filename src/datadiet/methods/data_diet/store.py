@@ -95,9 +95,8 @@ def write_store(res, folder: str | Path, *, shard_rows: int = SHARD_ROWS) -> Pat
     labels = None if res.labels is None else np.asarray(res.labels, dtype=np.int64)
     prov = _provenance(res)
     digest = content_digest(ids, scores, per_seed, labels, prov)
-    shards = -(-n // max(int(shard_rows), 1))
 
-    def table(k: int, lo: int, hi: int):
+    def table(k: int, shards: int, lo: int, hi: int):
         cols: dict[str, Any] = {ID_COL: pa.array(ids[lo:hi], type=pa.int64()),
                                 SCORE_COL: pa.array(scores[lo:hi], type=pa.float64())}
         if labels is not None:

@@ -78,10 +78,9 @@ def write_embedding_store(ids: np.ndarray, vectors: np.ndarray, folder: str | Pa
     n, dim = vec.shape
     prov = json.loads(json.dumps({"key": key, "cost_s": float(cost_s)}, default=str))
     digest = content_digest(ids, vec, prov)
-    shards = -(-n // max(int(shard_rows), 1))
     value_type = pa.float16() if dtype == "float16" else pa.float32()
 
-    def table(k: int, lo: int, hi: int):
+    def table(k: int, shards: int, lo: int, hi: int):
         flat = pa.array(vec[lo:hi].reshape(-1), type=value_type)
         cols = {ID_COL: pa.array(ids[lo:hi], type=pa.int64()), VEC_COL: pa.FixedSizeListArray.from_arrays(flat, dim)}
         meta = {"format": STORE_FORMAT, "digest": digest, "n": n, "dim": dim, "dtype": dtype, "shard": k,
