@@ -19,9 +19,12 @@ Plans (each run in its own process, one after the other; ``--plan``):
 - ``seeded`` (default), after ``fit`` seeded dropout from the run seed: ``noguard_A``, ``guard_A`` and
   their two random controls for seeds 0, 1 and 2; ``noguard_B`` / ``guard_B`` at 1 thread (A and B now
   differ in the thread count only) and ``noguard_A2``, ``noguard_A``'s config rerun unchanged.
+- ``moving``: ``multistage_d30`` guarded with ``tau_mode=moving`` (tau follows the mean of the recent
+  losses instead of freezing at the end of the warm-up) and its random control, seeds 0, 1 and 2.
 
     .venv/bin/python benchmarks/multistage_guard_repeat.py --plan unseeded --out benchmarks/results/multistage_guard_repeat
     .venv/bin/python benchmarks/multistage_guard_repeat.py --plan seeded --out benchmarks/results/multistage_guard_seeded
+    .venv/bin/python benchmarks/multistage_guard_repeat.py --plan moving --out benchmarks/results/multistage_guard_moving
 
 Resumable: a run whose finished record exists in ``OUT/runs/NAME`` is not redone.
 """
@@ -40,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 D30 = ["method.name=multistage", "method.params.predictor=logistic", "method.params.ngrams=2",
        "method.params.loss_memory=true", "method.params.meta_skill_threshold=0.02",
        "method.params.decision_threshold=0.3"]
+MOVING = D30 + ["method.params.tau_mode=moving"]
+
+
 def _three(seeds):
     return [(f"s{s}/{m}" if s else m, 2, ov) for s in seeds for m, ov in (
         ("noguard_A", D30 + ["method.params.guard=false"]), ("guard_A", D30 + ["method.params.guard=true"]),
@@ -66,6 +72,10 @@ PLANS = {  # (name, threads, overrides); "sS/NAME" runs with seed S (default 0);
         ("guard_B", 1, D30 + ["method.params.guard=true"]),
         ("noguard_A2", 2, D30 + ["method.params.guard=false"]),  # the same config as noguard_A, rerun
     ],
+    # stage 1 with the paper's frozen tau is what loses to random above; tau following the loss instead
+    "moving": [(f"s{s}/{m}" if s else m, 2, ov) for s in (0, 1, 2) for m, ov in (
+        ("moving_guard_A", MOVING + ["method.params.guard=true"]),
+        ("random_skip@moving_guard_A", ["method.name=random_skip"]))],
 }
 
 
@@ -127,6 +137,8 @@ def main() -> None:
     ap.add_argument("--plan", choices=sorted(PLANS), default="seeded")
     ap.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    ap.add_argument("--run-threads", type=int, default=None,
+                    help="torch threads of every run (default: each plan's own; counts and accuracy do not depend on it)")
     a = ap.parse_args()
     if a.one:
         one(a.one, a.threads)
@@ -136,6 +148,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     runs = PLANS[a.plan]
     for name, threads, ov in runs:
+        threads = a.run_threads or threads
         if record_of(out, name) is not None:
             print(f"[{name}] done already", flush=True)
             continue
