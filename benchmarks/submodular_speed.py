@@ -24,6 +24,8 @@ Taylor-softmax sampling of ``--sparse-fraction``. Reported: time per stage and p
         --out benchmarks/results/submodular_speed_text.json            # real text embeddings
     .venv/bin/python benchmarks/submodular_speed.py --sections sparse --knn-search faiss_ivf --float16 \\
         --coverage-sample 10000 --recall-queries 1000 --out ...        # whole-pool approximate kNN
+    .venv/bin/python benchmarks/submodular_speed.py --sections sparse --knn-search faiss_ivf --float16 \\
+        --ivf-storage sq8 --recall-queries 1000 --out ...              # the same, 8-bit IVF lists
 """
 
 from __future__ import annotations
@@ -203,8 +205,10 @@ def _coverage(x, selected, n_sample: int, seed: int) -> float:
 def _index_recall(x, args) -> dict:
     """Recall@knn of the whole-pool index against exact kNN on ``args.recall_queries`` seeded rows, self
     excluded (as ``knn_recall(..., exclude_self=True)`` on the graph): the same index as the selection's
-    (``ann_index``, same settings and seed) is built again (timed apart, not part of ``selection_s``) and
-    searched for those rows only; the exact neighbours are a brute-force search over the whole pool."""
+    (``ann_index``, same settings, ``--ivf-storage`` and seed) is built again (timed apart, not part of
+    ``selection_s``) and searched for those rows only; the exact neighbours are a brute-force search over
+    the whole pool. With compressed lists the graph re-scores the found neighbours exactly; the set it
+    keeps is the search's, except that a row missing itself drops its least (exactly) similar one, as here."""
     import numpy as np
     import torch
 
@@ -212,8 +216,10 @@ def _index_recall(x, args) -> dict:
 
     k, n = args.knn, len(x)
     t = time.perf_counter()
-    ix = ann_index(x, index="ivf" if args.knn_search == "faiss_ivf" else "hnsw", nprobe=args.nprobe, seed=args.seed,
-                   ef_search=max(128, k), train_per_list=args.train_per_list)
+    ivf = args.knn_search == "faiss_ivf"
+    ix = ann_index(x, index="ivf" if ivf else "hnsw", nprobe=args.nprobe, seed=args.seed,
+                   ef_search=max(128, k), train_per_list=args.train_per_list,
+                   ivf_storage=args.ivf_storage)
     build_s = time.perf_counter() - t
     q = np.sort(np.random.default_rng(args.seed).choice(n, min(args.recall_queries, n), replace=False))
 
@@ -235,6 +241,9 @@ def _index_recall(x, args) -> dict:
     for r, qi in enumerate(q.tolist()):
         a = [j for j in approx[r].tolist() if j >= 0]
         if qi not in a:  # the graph holds the row itself first (forced), then k - 1 neighbours
+            if args.ivf_storage != "flat":  # it drops the least similar by the exact similarity
+                exact = (unit(x[a]) @ qv[r]).numpy()
+                a = [a[j] for j in np.argsort(-exact, kind="stable")]
             a = a[: k - 1]
         a = set(a) - {qi}
         e = [j for j in best_i[r].tolist() if j != qi][: k - 1]
@@ -267,11 +276,12 @@ def section_sparse(args) -> dict:
         res["embeddings_mb"] = x.nbytes / 2**20
     res["knn_search"] = args.knn_search
     if args.knn_search == "faiss_ivf":
-        res.update(nprobe=args.nprobe, train_per_list=args.train_per_list)
+        res.update(nprobe=args.nprobe, train_per_list=args.train_per_list, ivf_storage=args.ivf_storage)
     t = time.perf_counter()
     gains = submodular_gains(x, kernel="knn", knn=args.knn, partition="kmeans", max_part_size=args.part_size,
                              greedy_fraction=args.greedy_fraction, fraction=args.sparse_fraction, seed=args.seed,
-                             knn_search=args.knn_search, nprobe=args.nprobe, train_per_list=args.train_per_list)
+                             knn_search=args.knn_search, nprobe=args.nprobe, train_per_list=args.train_per_list,
+                             ivf_storage=args.ivf_storage)
     res["gains_s"] = time.perf_counter() - t
     t = time.perf_counter()
     sel = subset_from_gains(gains, fraction=args.sparse_fraction, sampling=args.sampling, seed=args.seed)
@@ -315,6 +325,9 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, default=32, help="sparse section, faiss_ivf: lists searched per query")
     ap.add_argument("--train-per-list", type=int, default=256,
                     help="sparse section, faiss_ivf: k-means training rows per list (FAISS's ceiling 256, floor 39)")
+    ap.add_argument("--ivf-storage", default="flat", choices=["flat", "fp16", "sq8"],
+                    help="sparse section, faiss_ivf: what the IVF lists hold (float32 rows, float16 or 8-bit "
+                         "scalar-quantized; neighbours re-scored exactly); the recall index uses the same")
     ap.add_argument("--float16", action="store_true", help="sparse section: keep the embeddings in float16")
     ap.add_argument("--coverage-sample", type=int, default=0,
                     help="sparse section: measure the subset's coverage (mean max cosine) on this many points")
@@ -324,6 +337,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/submodular_speed.json"))
     args = ap.parse_args()
+    if args.ivf_storage != "flat" and args.knn_search != "faiss_ivf":
+        ap.error(f"--ivf-storage {args.ivf_storage} compresses the lists of the whole-pool IVF index; add "
+                 "--knn-search faiss_ivf or drop --ivf-storage")
     _set_threads(args.threads)
 
     if args.section != "all":  # a child process: one section, JSON on stdout

@@ -109,6 +109,158 @@ def test_fewer_kmeans_rows_per_list_build_an_index_that_still_finds_the_neighbou
         ann_knn_graph(x, k=10, train_per_list=0)
 
 
+# ------------------------------------------------------------------- compressed IVF lists (fp16, sq8)
+@needs_faiss
+@pytest.mark.parametrize("metric,gamma", [("cosine", 1.0), ("rbf", 0.5)])
+@pytest.mark.parametrize("storage", ["fp16", "sq8"])
+def test_compressed_ivf_lists_keep_recall_and_give_exact_similarities(storage, metric, gamma):
+    x = planted()
+    n = len(x)
+    flat_idx, _ = ann_knn_graph(x, k=10, metric=metric, gamma=gamma, nprobe=32, seed=0)
+    idx, val = ann_knn_graph(x, k=10, metric=metric, gamma=gamma, nprobe=32, seed=0, ivf_storage=storage)
+    assert idx.shape == val.shape == (n, 10) and idx.dtype == np.int64 and val.dtype == np.float32
+    r_flat = knn_recall(flat_idx, x, n_queries=500, metric=metric, exclude_self=True, seed=1)
+    r = knn_recall(idx, x, n_queries=500, metric=metric, exclude_self=True, seed=1)
+    assert r >= 0.9 and r >= r_flat - 0.05, (r, r_flat)
+    # the row itself first (similarity exactly 1), then by decreasing exact similarity
+    assert (idx[:, 0] == np.arange(n)).all() and (val[:, 0] == 1.0).all()
+    assert (np.diff(val, axis=1) <= 0).all()
+    assert all(len(set(row)) == 10 for row in idx.tolist())
+    # every value is the exact similarity of the neighbour returned (not the quantized one)
+    exact = dense_kernel(x, metric=metric, gamma=gamma)[np.arange(n)[:, None], idx]
+    assert np.abs(val - exact).max() <= 1e-5
+    # deterministic for a seed
+    again = ann_knn_graph(x, k=10, metric=metric, gamma=gamma, nprobe=32, seed=0, ivf_storage=storage)
+    assert np.array_equal(again[0], idx) and np.array_equal(again[1], val)
+
+
+@needs_faiss
+@pytest.mark.parametrize("storage", ["fp16", "sq8"])
+def test_compressed_ivf_lists_put_the_row_itself_first_among_exact_duplicates(storage):
+    x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    x[:20] = x[0]  # 20 identical rows, k = 5: the search can return other copies instead of the row itself
+    for metric in ("cosine", "rbf"):
+        idx, val = ann_knn_graph(x, k=5, metric=metric, nprobe=8, ivf_storage=storage)
+        assert (idx[:, 0] == np.arange(300)).all() and (val[:, 0] == 1.0).all()
+        assert (np.diff(val, axis=1) <= 0).all()
+        assert np.allclose(val[:20], 1.0, atol=1e-6) and (idx[:20] < 20).all()
+
+
+@needs_faiss
+def test_compressed_ivf_index_stores_fp16_or_8bit_codes():
+    from datadiet.methods.ingenious.submodular.kernels import ann_index
+
+    x = planted(500)
+    d = x.shape[1]
+    flat = ann_index(x, nprobe=8, seed=0)
+    assert isinstance(flat, faiss.IndexIVFFlat) and flat.code_size == 4 * d
+    for storage, qtype, code in (("fp16", faiss.ScalarQuantizer.QT_fp16, 2 * d),
+                                 ("sq8", faiss.ScalarQuantizer.QT_8bit, d)):
+        ix = ann_index(x, nprobe=8, seed=0, ivf_storage=storage)
+        assert isinstance(ix, faiss.IndexIVFScalarQuantizer) and ix.sq.qtype == qtype
+        assert ix.code_size == code and ix.ntotal == 500 and ix.nlist == flat.nlist
+        assert ix.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert ann_index(x, metric="rbf", ivf_storage="sq8").metric_type == faiss.METRIC_L2
+
+
+@needs_faiss
+def test_flat_ivf_storage_is_unchanged_and_float16_input_works_compressed():
+    from datadiet.methods.ingenious.submodular.kernels import _f32_rows, _force_self, ann_index
+
+    x = planted()
+    n = len(x)
+    for metric in ("cosine", "rbf"):
+        a = ann_knn_graph(x, k=10, metric=metric, nprobe=8, seed=3)
+        b = ann_knn_graph(x, k=10, metric=metric, nprobe=8, seed=3, ivf_storage="flat")
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # "flat" is the earlier result: FAISS's own IndexIVFFlat similarities, the self forced, sorted (stable)
+    ix = ann_index(x, nprobe=8, seed=3)
+    v, i = ix.search(_f32_rows(x, 0, n, "cosine"), 10)
+    v = np.clip(v, -1.0, 1.0)
+    _force_self(i, v, 0)
+    order = np.argsort(-v, axis=1, kind="stable")
+    idx, val = ann_knn_graph(x, k=10, nprobe=8, seed=3)
+    assert np.array_equal(idx, np.take_along_axis(i, order, axis=1))
+    assert np.array_equal(val, np.take_along_axis(v, order, axis=1))
+    # float16 storage of the embeddings with 8-bit lists: values exact for the float16 rows
+    x16 = x.astype(np.float16)
+    i16, v16 = ann_knn_graph(x16, k=10, nprobe=32, ivf_storage="sq8")
+    assert v16.dtype == np.float32 and (i16[:, 0] == np.arange(n)).all() and (v16[:, 0] == 1.0).all()
+    assert knn_recall(i16, x, n_queries=500, exclude_self=True) >= 0.9
+    exact = dense_kernel(x16.astype(np.float32))[np.arange(n)[:, None], i16]
+    assert np.abs(v16 - exact).max() <= 1e-5
+    # rows whose probed lists hold fewer than k points are completed exactly, compressed too
+    idx, val = ann_knn_graph(x[:500], k=8, nlist=500, nprobe=1, ivf_storage="fp16")
+    assert (idx >= 0).all() and all(len(set(r)) == 8 for r in idx.tolist())
+    assert np.abs(val - dense_kernel(x[:500])[np.arange(500)[:, None], idx]).max() <= 1e-5
+
+
+@needs_faiss
+def test_seeds_above_faiss_int_range_work():
+    # the method derives 32-bit seeds (derive_seed); FAISS seeds are C ints: seeds are taken mod 2^31
+    from datadiet.methods.ingenious.submodular import kmeans_partition
+
+    x = planted(400)
+    big = 2**32 - 1
+    a = ann_knn_graph(x, k=5, nprobe=4, seed=big)
+    b = ann_knn_graph(x, k=5, nprobe=4, seed=big - 2**31)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert np.array_equal(kmeans_partition(x, n_parts=3, seed=big, backend="faiss"),
+                          kmeans_partition(x, n_parts=3, seed=big, backend="faiss"))
+
+
+def test_ivf_storage_is_validated_early_with_the_fix_named():
+    from datadiet.methods.ingenious.method import Ingenious
+    from datadiet.methods.ingenious.submodular.kernels import ann_index
+
+    x = planted(100, 8, clusters=4)
+    # no faiss needed: these fail before any index is built
+    with pytest.raises(ConfigError, match="ivf_storage must be one of 'flat', 'fp16', 'sq8', got 'pq'"):
+        ann_knn_graph(x, k=5, ivf_storage="pq")
+    with pytest.raises(ConfigError, match="ivf_storage must be one of"):
+        ann_index(x, ivf_storage="int8")
+    for call in (lambda: ann_knn_graph(x, k=5, index="hnsw", ivf_storage="sq8"),
+                 lambda: ann_index(x, index="hnsw", ivf_storage="fp16")):
+        with pytest.raises(ConfigError, match=r"set index='ivf' \(knn_search='faiss_ivf'\) or ivf_storage='flat'"):
+            call()
+    for search in ("exact_per_part", "faiss_hnsw"):
+        with pytest.raises(ConfigError, match="set knn_search='faiss_ivf' or ivf_storage='flat'"):
+            submodular_gains(x, kernel="knn", knn=5, knn_search=search, ivf_storage="sq8")
+    with pytest.raises(ConfigError, match="ivf_storage must be one of"):
+        submodular_gains(x, kernel="knn", knn=5, knn_search="faiss_ivf", ivf_storage="SQ8")
+    assert Ingenious().ivf_storage == "flat"
+    with pytest.raises(ConfigError, match="knn_search=faiss_ivf"):
+        Ingenious(kernel="knn", ivf_storage="sq8")
+    with pytest.raises(ConfigError, match="ivf_storage"):
+        Ingenious(kernel="knn", knn_search="faiss_ivf", ivf_storage="sq4")
+
+
+@needs_faiss
+def test_ivf_storage_reaches_the_graph_builder_from_the_pipeline_and_the_method(monkeypatch):
+    from datadiet.methods.ingenious.method import Ingenious
+    from datadiet.methods.ingenious.submodular import pipeline
+
+    seen = []
+    real = pipeline.ann_knn_graph
+
+    def spy(*a, **kw):
+        seen.append(kw.get("ivf_storage"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "ann_knn_graph", spy)
+    x = planted(600)
+    g = submodular_gains(x, kernel="knn", knn=8, n_parts=2, knn_search="faiss_ivf", nprobe=16, seed=1,
+                         ivf_storage="sq8")
+    assert seen == ["sq8"] and g.params["ivf_storage"] == "sq8" and g.params["nprobe"] == 16
+    flat = submodular_gains(x, kernel="knn", knn=8, n_parts=2, knn_search="faiss_ivf", nprobe=16, seed=1)
+    assert seen[-1] == "flat" and flat.params["ivf_storage"] == "flat"
+    assert g.picked.sum() == flat.picked.sum()  # same greedy budget per part whatever the lists hold
+    m = Ingenious(kernel="knn", knn=8, knn_search="faiss_ivf", ivf_storage="fp16")
+    assert m._gains_kwargs()["ivf_storage"] == "fp16" and m.params()["ivf_storage"] == "fp16"
+    got = m.gains(x, seed=0)
+    assert seen[-1] == "fp16" and got.params["ivf_storage"] == "fp16"
+
+
 # --------------------------------------------------------------------------------- crossing parts
 @needs_faiss
 def test_neighbours_cross_parts_with_faiss_and_never_exact_per_part():

@@ -52,7 +52,7 @@ from ...core.params import Param, boolean, float_in, int_at_least, one_of, optio
 from ...core.ray_pool import engine_params
 from ...core.selection import Selection
 from .submodular import OBJECTIVES, OPTIMIZERS, SAMPLINGS, SubmodularGains, submodular_gains, subset_from_gains
-from .submodular.kernels import KNN_SEARCHES
+from .submodular.kernels import IVF_STORAGES, KNN_SEARCHES
 from .submodular.pipeline import KERNELS, PARTITIONS
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,12 @@ class Ingenious(Method):
         (default k = 10) for large parts; its neighbours are exact within each part
         (``knn_search=exact_per_part``, default) or approximate over the whole pool (``faiss_ivf``,
         ``faiss_hnsw``; needs faiss), so they cross parts.
+    ivf_storage
+        ``knn_search=faiss_ivf`` only: what the whole-pool index's lists hold, ``flat`` float32
+        (default), ``fp16`` or ``sq8`` (half / a quarter of the index memory); the neighbours found
+        are re-scored exactly, so only the recall can change. The IVF tuning numbers (``nprobe``,
+        ``nlist``, ``train_per_list``) stay at the core's defaults (set them through
+        ``submodular_gains``).
     partition, max_part_size
         ``random`` (default, the paper) or ``kmeans`` parts of at most ``max_part_size`` examples
         (default 10,000 dense / 50,000 knn).
@@ -275,6 +281,10 @@ class Ingenious(Method):
     knn_search = Param("exact_per_part", one_of(*KNN_SEARCHES),
                        "kernel=knn only: 'exact_per_part' (exact kNN inside each part) or 'faiss_ivf' / 'faiss_hnsw' "
                        "(approximate kNN over the whole pool, neighbours cross parts; needs datadiet[scale])")
+    ivf_storage = Param("flat", one_of(*IVF_STORAGES),
+                        "knn_search=faiss_ivf only: the IVF lists hold 'flat' float32 rows (4 d bytes per point), "
+                        "'fp16' (2 d) or 'sq8' (d, 8-bit scalar quantizer); the found neighbours are re-scored "
+                        "exactly, so only the recall can change")
     partition = Param("random", one_of(*PARTITIONS), "'random' (the paper) or 'kmeans' parts")
     max_part_size = Param(None, optional(int_at_least(1)),
                           "examples per part at most; None: 10,000 dense / 50,000 knn")
@@ -317,6 +327,10 @@ class Ingenious(Method):
         if self.knn_search != "exact_per_part" and self.kernel != "knn":
             raise ConfigError(f"knn_search={self.knn_search!r} builds a sparse kNN kernel over the whole pool; set "
                               "kernel=knn or knn_search=exact_per_part")
+        if self.ivf_storage != "flat" and self.knn_search != "faiss_ivf":
+            raise ConfigError(f"ivf_storage={self.ivf_storage!r} compresses the lists of the whole-pool IVF index, "
+                              f"but knn_search={self.knn_search!r} builds none; set knn_search=faiss_ivf (with "
+                              "kernel=knn) or ivf_storage=flat")
         if self.reselect_every is not None:
             if self.reselect == "recompute" and self.embedding != "model":
                 raise ConfigError(f"reselect='recompute' re-embeds with the model being trained, but embedding="
@@ -330,7 +344,7 @@ class Ingenious(Method):
     # ----------------------------------------------------------------------------------- the parts
     def _gains_kwargs(self) -> dict[str, Any]:
         return dict(objective=self.objective, kernel=self.kernel, knn=self.knn, knn_search=self.knn_search,
-                    partition=self.partition,
+                    ivf_storage=self.ivf_storage, partition=self.partition,
                     max_part_size=self.max_part_size, optimizer=self.optimizer, fraction=self.fraction)
 
     def gains(self, vectors: np.ndarray, *, seed: int, i: int = 0) -> SubmodularGains:

@@ -13,7 +13,7 @@ Layers (each usable alone):
 
 - :mod:`.kernels`: ``dense_kernel`` (cosine / RBF), ``knn_kernel`` -> :class:`SparseKernel` (CSR),
   ``sparse_from_dense``; ``ann_knn_graph`` / ``ann_knn_kernel`` (approximate kNN over the whole pool,
-  FAISS IVF or HNSW) and ``knn_recall`` (its recall against exact kNN on sampled queries).
+  FAISS IVF, lists flat or compressed, or HNSW) and ``knn_recall`` (its recall against exact kNN on sampled queries).
 - :mod:`.functions`: facility location, graph cut, log-determinant; ``objective_value``.
 - :mod:`.greedy`: ``greedy_maximize`` -> :class:`GreedyResult` (order + marginal gains); lazy (exact,
   default), stochastic, naive.
@@ -29,8 +29,8 @@ partition is built.
 
 from .functions import OBJECTIVES, objective_value
 from .greedy import OPTIMIZERS, GreedyResult, greedy_maximize, stochastic_sample_size
-from .kernels import (KNN_SEARCHES, METRICS, SparseKernel, ann_knn_graph, ann_knn_kernel, dense_kernel, knn_kernel,
-                      knn_recall, sparse_from_dense)
+from .kernels import (IVF_STORAGES, KNN_SEARCHES, METRICS, SparseKernel, ann_knn_graph, ann_knn_kernel, dense_kernel,
+                      knn_kernel, knn_recall, sparse_from_dense)
 from .partition import kmeans_partition, part_members, random_partition, split_parts
 from .pipeline import SubmodularGains, submodular_gains, subset_from_gains
 from .sampling import SAMPLINGS, part_budgets, sample_subset, taylor_softmax
@@ -38,7 +38,7 @@ from .sampling import SAMPLINGS, part_budgets, sample_subset, taylor_softmax
 __all__ = [
     "OBJECTIVES", "OPTIMIZERS", "METRICS", "SAMPLINGS",
     "SparseKernel", "dense_kernel", "knn_kernel", "sparse_from_dense",
-    "KNN_SEARCHES", "ann_knn_graph", "ann_knn_kernel", "knn_recall",
+    "KNN_SEARCHES", "IVF_STORAGES", "ann_knn_graph", "ann_knn_kernel", "knn_recall",
     "objective_value", "GreedyResult", "greedy_maximize", "stochastic_sample_size",
     "random_partition", "kmeans_partition", "split_parts", "part_members",
     "taylor_softmax", "part_budgets", "sample_subset",

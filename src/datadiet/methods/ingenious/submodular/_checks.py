@@ -58,6 +58,12 @@ def faiss_or_none(backend: str) -> Any:
         return None
 
 
+def faiss_seed(seed: int) -> int:
+    """``seed`` in the range of FAISS's C ``int`` seeds (``seed mod 2^31``): the same for seeds below
+    ``2^31``; larger ones (the method's derived 32-bit seeds) would otherwise raise an OverflowError."""
+    return int(seed) % (1 << 31)
+
+
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(f"{name} must be true or false, got {value!r}")

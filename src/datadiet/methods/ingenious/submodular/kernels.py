@@ -12,7 +12,9 @@ holds the example itself, so facility location always counts an example as cover
 Matrix products run in torch (so ``torch.set_num_threads`` controls them); the kNN search uses FAISS
 when it is installed (``pip install 'datadiet[scale]'``) and an exact blocked torch top-k otherwise.
 :func:`ann_knn_graph` is the approximate search over a whole pool (FAISS IVF or HNSW; faiss
-required), and :func:`knn_recall` measures any graph against the exact kNN on sampled queries.
+required; its IVF lists may be stored compressed, ``ivf_storage='fp16'`` / ``'sq8'``, with the
+found neighbours re-scored exactly), and :func:`knn_recall` measures any graph against the exact kNN
+on sampled queries.
 Memory: a dense kernel is ``4 n^2`` bytes; a kNN kernel is ``8 n k`` bytes (int32 column + float32
 value per entry) plus ``8 (n + 1)`` for the row pointers.
 """
@@ -28,7 +30,7 @@ import torch
 
 from ...._validate import check_choice, check_float, check_int
 from ....errors import ConfigError
-from ._checks import BACKENDS, check_embeddings, check_square_kernel, faiss_or_none
+from ._checks import BACKENDS, check_embeddings, check_square_kernel, faiss_or_none, faiss_seed
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +236,7 @@ def knn_kernel(
 
 # ------------------------------------------------------------------ approximate kNN over the whole pool
 KNN_SEARCHES = ("exact_per_part", "faiss_ivf", "faiss_hnsw")
+IVF_STORAGES = ("flat", "fp16", "sq8")
 _ANN_INDEXES = ("ivf", "hnsw")
 _CHUNK = 65_536  # rows converted to float32 (and normalised) at a time
 
@@ -258,6 +261,41 @@ def _f32_rows(x: np.ndarray, s: int, e: int, metric: str) -> np.ndarray:
     return np.ascontiguousarray(c, dtype=np.float32)
 
 
+def check_ivf_storage(ivf_storage: object, index: str) -> str:
+    """``ivf_storage`` validated against :data:`IVF_STORAGES`; a compressed storage needs ``index='ivf'``."""
+    ivf_storage = check_choice("ivf_storage", ivf_storage, IVF_STORAGES)
+    if ivf_storage != "flat" and index != "ivf":
+        raise ConfigError(f"ivf_storage={ivf_storage!r} compresses the lists of an IVF index, but index={index!r} "
+                          "(HNSW stores full float32 vectors); set index='ivf' (knn_search='faiss_ivf') or "
+                          "ivf_storage='flat'")
+    return ivf_storage
+
+
+def _rescore_(x: np.ndarray, idx: np.ndarray, val: np.ndarray, metric: str, gamma: float) -> None:
+    """In place: ``val[i, j]`` = the exact similarity of row ``i`` to row ``idx[i, j]`` of ``x``.
+
+    The same similarity as the exact kernels (cosine of the normalised float32 rows, or
+    ``exp(-gamma |x_i - x_j|^2)`` with the squared distance expanded as :func:`_similarity_block`
+    does; before ``_force_self``). Neighbour rows are gathered ``_CHUNK`` at a time (about
+    ``_CHUNK * d * 4`` bytes of scratch, ~100 MB at ``d = 384``), so no float32 copy of the pool is made.
+    """
+    n, k = idx.shape
+    rows = max(1, _CHUNK // k)
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        q = torch.from_numpy(np.require(_f32_rows(x, s, e, metric), requirements="W"))  # [b, d]
+        nb = torch.from_numpy(np.asarray(x[idx[s:e].ravel()], dtype=np.float32))  # a fresh [b k, d] gather
+        if metric == "cosine":
+            nb.div_(torch.linalg.vector_norm(nb, dim=1, keepdim=True).clamp_(min=1e-12))
+        nb = nb.view(e - s, k, -1)
+        dot = torch.bmm(nb, q.unsqueeze(2)).squeeze(2)  # [b, k]
+        if metric == "cosine":
+            val[s:e] = dot.clamp_(-1.0, 1.0).numpy()
+        else:
+            d2 = dot.mul_(-2.0).add_((q * q).sum(1, keepdim=True)).add_((nb * nb).sum(2))
+            val[s:e] = d2.clamp_(min=0.0).mul_(-gamma).exp_().numpy()
+
+
 def default_nlist(n: int) -> int:
     """``round(4 sqrt(n))`` inverted lists, at least 1 and at most ``n``."""
     return int(max(1, min(n, round(4.0 * np.sqrt(n)))))
@@ -276,6 +314,7 @@ def ann_knn_graph(
     ef_search: int = 128,
     seed: int = 0,
     train_per_list: int = 256,
+    ivf_storage: str = "flat",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pure: an *approximate* kNN graph over the whole pool with FAISS, ``(idx, sim)``, both ``[n, k]``.
 
@@ -289,6 +328,13 @@ def ann_knn_graph(
       ``train_per_list * nlist`` rows (a seeded sample; FAISS's own ceiling is 256 per list, its
       floor 39): at a million rows that training is most of the index's cost, so fewer rows per list
       build it faster for a small loss of recall (measure with :func:`knn_recall`). Deterministic for a seed.
+      ``ivf_storage`` sets what the lists hold: ``flat`` (default) a float32 copy of every row
+      (``4 d`` bytes per point, 1,536 at ``d = 384``); ``fp16`` (``IndexIVFScalarQuantizer``,
+      ``QT_fp16``) half that; ``sq8`` (``QT_8bit``, one byte per dimension, trained on the same
+      k-means sample) a quarter. With compressed lists FAISS ranks by approximate similarities, so
+      each row's ``k`` found neighbours are re-scored exactly from ``embeddings`` (in chunks, no
+      float32 copy of the pool) and re-sorted: ``sim`` is exact whatever the storage, and only
+      which neighbours are found (the recall) can change.
     - ``hnsw``: ``IndexHNSWFlat`` with ``hnsw_m`` links and ``ef_search``; no training, but
       multi-threaded construction is not bit-reproducible.
 
@@ -305,8 +351,9 @@ def ann_knn_graph(
     gamma = check_float("gamma", gamma, min=0.0, min_open=True)
     t0 = time.perf_counter()
     ef_search = check_int("ef_search", ef_search, min=1)
+    ivf_storage = check_ivf_storage(ivf_storage, check_choice("index", index, _ANN_INDEXES))
     ix = ann_index(x, metric=metric, index=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
-                   ef_search=max(ef_search, k), seed=seed, train_per_list=train_per_list)
+                   ef_search=max(ef_search, k), seed=seed, train_per_list=train_per_list, ivf_storage=ivf_storage)
     t1 = time.perf_counter()
     idx = np.empty((n, k), dtype=np.int64)
     val = np.empty((n, k), dtype=np.float32)
@@ -324,15 +371,21 @@ def ann_knn_graph(
         v, i = torch.topk(s_, k, dim=1)
         idx[short], val[short] = i.numpy(), (v.numpy() if metric == "cosine" else -v.numpy())
         log.debug("ann_knn_graph: %d row(s) searched exactly (fewer than k=%d points probed)", len(short), k)
-    if metric == "rbf":
-        val = np.exp(-gamma * np.maximum(val, 0.0)).astype(np.float32)
+    if ivf_storage != "flat":  # approximate similarities from compressed lists: re-score exactly, re-sort
+        _rescore_(x, idx, val, metric, gamma)
+        _force_self(idx, val, 0)
+        own = idx == np.arange(n)[:, None]
+        order = np.lexsort((-val, ~own), axis=1)  # the row itself first, then by decreasing exact similarity
     else:
-        np.clip(val, -1.0, 1.0, out=val)
-    _force_self(idx, val, 0)
-    order = np.argsort(-val, axis=1, kind="stable")  # the forced self (1.0) first, then by similarity
+        if metric == "rbf":
+            val = np.exp(-gamma * np.maximum(val, 0.0)).astype(np.float32)
+        else:
+            np.clip(val, -1.0, 1.0, out=val)
+        _force_self(idx, val, 0)
+        order = np.argsort(-val, axis=1, kind="stable")  # the forced self (1.0) first, then by similarity
     idx, val = np.take_along_axis(idx, order, axis=1), np.take_along_axis(val, order, axis=1)
-    log.info("ann_knn_graph: faiss %s over %d points, k=%d: index built in %.1f s, searched in %.1f s", index, n,
-             k, t1 - t0, time.perf_counter() - t1)
+    log.info("ann_knn_graph: faiss %s over %d points, k=%d: index built in %.1f s, searched in %.1f s",
+             f"ivf ({ivf_storage} lists)" if index == "ivf" else index, n, k, t1 - t0, time.perf_counter() - t1)
     return idx, val
 
 
@@ -347,14 +400,19 @@ def ann_index(
     ef_search: int = 128,
     seed: int = 0,
     train_per_list: int = 256,
+    ivf_storage: str = "flat",
 ):
     """The FAISS index :func:`ann_knn_graph` searches (same arguments, same index for a seed), with
     every row of ``embeddings`` added; search it for a sample of rows to measure its recall without
-    searching the whole pool. Needs faiss."""
+    searching the whole pool. ``ivf_storage``: ``flat`` (``IndexIVFFlat``), ``fp16`` or ``sq8``
+    (``IndexIVFScalarQuantizer`` with ``QT_fp16`` / ``QT_8bit``; ``index='ivf'`` only). The
+    distances it returns are the index's own (approximate for compressed lists; :func:`ann_knn_graph`
+    re-scores them). Needs faiss."""
     x = check_embeddings("embeddings", embeddings, allow_float16=True)
     n, d = x.shape
     metric = check_choice("metric", metric, METRICS)
     index = check_choice("index", index, _ANN_INDEXES)
+    ivf_storage = check_ivf_storage(ivf_storage, index)
     nlist = default_nlist(n) if nlist is None else check_int("nlist (at most the number of examples)", nlist,
                                                              min=1, max=n)
     nprobe = check_int("nprobe", nprobe, min=1)
@@ -366,8 +424,12 @@ def ann_index(
     mt = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     if index == "ivf":
         quantizer = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
-        ix = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
-        ix.cp.seed = seed
+        if ivf_storage == "flat":
+            ix = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
+        else:
+            qtype = faiss.ScalarQuantizer.QT_fp16 if ivf_storage == "fp16" else faiss.ScalarQuantizer.QT_8bit
+            ix = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qtype, mt)
+        ix.cp.seed = faiss_seed(seed)
         ix.cp.min_points_per_centroid = 1  # no "too few training points" warning on stderr
         ntrain = min(n, train_per_list * nlist)
         pick = np.sort(np.random.default_rng(seed).permutation(n)[:ntrain]) if ntrain < n else np.arange(n)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ...._validate import check_choice, check_int
-from ._checks import BACKENDS, check_embeddings, faiss_or_none
+from ._checks import BACKENDS, check_embeddings, faiss_or_none, faiss_seed
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def kmeans_partition(embeddings: np.ndarray, *, n_parts: int, seed: int, max_siz
         init = _kmeans_init(x, n_parts, seed)
         faiss = faiss_or_none(backend)
         if faiss is not None:
-            km = faiss.Kmeans(x.shape[1], n_parts, niter=n_iter, seed=seed, verbose=False,
+            km = faiss.Kmeans(x.shape[1], n_parts, niter=n_iter, seed=faiss_seed(seed), verbose=False,
                               min_points_per_centroid=1)  # no "too few points" warning on stderr
             km.train(x, init_centroids=init)
             labels = km.index.search(x, 1)[1][:, 0].astype(np.int64)

@@ -27,7 +27,8 @@ from ....core.selection import Selection
 from ._checks import BACKENDS, check_embeddings, faiss_or_none
 from .functions import OBJECTIVES
 from .greedy import OPTIMIZERS, greedy_maximize, stochastic_sample_size
-from .kernels import KNN_SEARCHES, METRICS, SparseKernel, _csr_from_topk, ann_knn_graph, dense_kernel, knn_kernel
+from .kernels import (IVF_STORAGES, KNN_SEARCHES, METRICS, SparseKernel, _csr_from_topk, ann_knn_graph, dense_kernel,
+                      knn_kernel)
 from .partition import kmeans_partition, part_members, random_partition
 from .sampling import sample_subset
 
@@ -122,6 +123,7 @@ def submodular_gains(
     nprobe: int = 32,
     nlist: int | None = None,
     train_per_list: int = 256,
+    ivf_storage: str = "flat",
 ) -> SubmodularGains:
     """Pure: greedy gains of every example, one greedy run per part.
 
@@ -143,10 +145,14 @@ def submodular_gains(
     - ``backend``: ``auto`` | ``faiss`` | ``torch`` for the kNN search and k-means.
     - ``knn_search`` (``kernel='knn'`` only): ``exact_per_part`` [default]: an exact kNN graph inside
       each part, so no neighbour crosses parts; ``faiss_ivf`` (``nprobe`` [32], ``nlist`` [``round(4
-      sqrt(n))``], ``train_per_list`` [256] k-means rows per list) or ``faiss_hnsw``: one approximate kNN graph over the whole pool
+      sqrt(n))``], ``train_per_list`` [256] k-means rows per list, ``ivf_storage`` [``flat``]) or
+      ``faiss_hnsw``: one approximate kNN graph over the whole pool
       (:func:`~.kernels.ann_knn_graph`, needs faiss), so neighbours cross parts and parts only bound
       the greedy's memory: each part's greedy picks among its members and counts the coverage of
       every example in the pool that lists a member as a neighbour.
+    - ``ivf_storage`` (``knn_search='faiss_ivf'`` only): what the IVF lists hold, ``flat`` float32
+      [default], ``fp16`` (half the index memory) or ``sq8`` (a quarter); with ``fp16`` / ``sq8`` the
+      found neighbours are re-scored exactly, so only the recall can change.
 
     ``embeddings`` may be float16 (storage); rows are converted to float32 part by part (or chunk by
     chunk for the FAISS search).
@@ -172,6 +178,7 @@ def submodular_gains(
     workers = check_int("workers", workers, min=1)
     seed = check_int("seed", seed, min=0)
     knn_search = check_choice("knn_search", knn_search, KNN_SEARCHES)
+    ivf_storage = check_choice("ivf_storage", ivf_storage, IVF_STORAGES)
     nprobe = check_int("nprobe", nprobe, min=1)
     train_per_list = check_int("train_per_list", train_per_list, min=1)
     if nlist is not None:
@@ -179,6 +186,9 @@ def submodular_gains(
     if knn_search != "exact_per_part" and kernel != "knn":
         raise ConfigError(f"knn_search={knn_search!r} builds a sparse kNN kernel over the whole pool; set kernel='knn' "
                           "or knn_search='exact_per_part'")
+    if ivf_storage != "flat" and knn_search != "faiss_ivf":
+        raise ConfigError(f"ivf_storage={ivf_storage!r} compresses the lists of the whole-pool IVF index, but "
+                          f"knn_search={knn_search!r} builds none; set knn_search='faiss_ivf' or ivf_storage='flat'")
     if objective == "log_determinant" and kernel == "knn":
         raise ConfigError("objective 'log_determinant' needs kernel='dense' (a kNN kernel is not positive semi-definite)")
     params = dict(objective=objective, kernel=kernel, metric=metric, gamma=gamma, knn=knn, partition=partition,
@@ -186,7 +196,7 @@ def submodular_gains(
                   fraction=fraction, greedy_fraction=greedy_fraction, lam=lam, reg=reg, backend=backend,
                   workers=workers, seed=seed, knn_search=knn_search)
     if knn_search == "faiss_ivf":
-        params.update(nprobe=nprobe, nlist=nlist, train_per_list=train_per_list)
+        params.update(nprobe=nprobe, nlist=nlist, train_per_list=train_per_list, ivf_storage=ivf_storage)
 
     t0 = time.perf_counter()
     p = max(n_parts or 1, math.ceil(n / max_part_size))
@@ -209,7 +219,7 @@ def submodular_gains(
     graph_s, graph_bytes = 0.0, 0
     if knn_search != "exact_per_part":
         t = time.perf_counter()
-        ann = (dict(index="ivf", nprobe=nprobe, nlist=nlist, train_per_list=train_per_list)
+        ann = (dict(index="ivf", nprobe=nprobe, nlist=nlist, train_per_list=train_per_list, ivf_storage=ivf_storage)
                if knn_search == "faiss_ivf" else dict(index="hnsw"))
         gi, gv = ann_knn_graph(x, k=min(knn, n), metric=metric, gamma=gamma, seed=seed, **ann)
         cols = _csr_from_topk(gi, gv).transpose()  # row j: the examples that list j as a neighbour
