@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from datadiet.bench.report import load_results, summarize, write_report
+from datadiet.bench.report import (PAIRED_MIN_SEEDS, control_target, control_verdict, load_results, noise_floor,
+                                   summarize, write_report)
 
 BOLD = "skip<b>x</b>"
 
@@ -138,9 +139,9 @@ def test_write_report_markdown_and_html(tmp_path):
     assert (md_path, html_path) == (tmp_path / "report.md", tmp_path / "report.html")
     md = md_path.read_text()
     assert "unit" in md and "torch: 2.5.1" in md and "threads: 2" in md and "device: cpu" in md
-    assert "| full | 3 | 0.8100 | 0.8000 – 0.8200 | 0.0100 | 0.8000 | 100.0 | 1.00x | +0.0000 | 1.00 | 1.00 | 96 |" in md
-    assert "| random_skip | 3 | 0.7900 | 0.7800 – 0.8100 | 0.0150 | — | 60.0 | 1.67x | -0.0200 | 0.70 | 1.00 | 66 |" in md
-    assert "| skip\\<b\\>x\\</b\\> | 2 | 0.7250 |" in md and "45.0 | 2.22x | -0.0850 | 0.40 | 0.67 | 37 |" in md
+    assert "| full | 3 | 0.8100 | 0.8000 – 0.8200 | 0.0100 | 0.8000 | 100.0 | 1.00x | +0.0000 (±0.0100) | 1.00 | 1.00 | 96 |" in md
+    assert "| random_skip | 3 | 0.7900 | 0.7800 – 0.8100 | 0.0150 | — | 60.0 | 1.67x | -0.0200 (±0.0100) | 0.70 | 1.00 | 66 |" in md
+    assert "| skip\\<b\\>x\\</b\\> | 2 | 0.7250 |" in md and "45.0 | 2.22x | -0.0850 (±0.0100) | 0.40 | 0.67 | 37 |" in md
     assert "perplexity median ↓ (lower is better)" in md
     assert "| random_skip | 1 | 31.5000 |" in md and "no `full` rows" in md
     assert "rt/random_skip/s3" in md  # listed as a failed cell
@@ -194,3 +195,155 @@ def _md_for(d, rows):
     (d / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     md, _html = write_report(d)
     return md.read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# Random controls at the same budget and the noise floor
+# ----------------------------------------------------------------------------------------------
+
+
+def _acc(dataset, label, values, *, method=None, seeds=None, metric="accuracy"):
+    seeds = range(len(values)) if seeds is None else seeds
+    return [_row(dataset, label, s, v, 10.0, 100, 100, 5, method=method, metric=metric) for s, v in zip(seeds, values)]
+
+
+def controls_rows():
+    """ht (accuracy): full 0.80/0.81/0.82 (noise floor 0.01) and four methods against their random controls."""
+    return (_acc("ht", "full", [0.80, 0.81, 0.82])
+            # diffs -0.05, -0.05, +0.02: median -0.05 -> does not beat (1 of 3 wins)
+            + _acc("ht", "multistage_d30", [0.75, 0.77, 0.80], method="multistage")
+            + _acc("ht", "random_skip@multistage_d30", [0.80, 0.82, 0.78], method="random_skip")
+            # diffs +0.03, +0.03, +0.02: every seed a win, median 0.03 > 0.01 -> beats; the control's seed 3 is unpaired
+            + _acc("ht", "selective_backprop", [0.80, 0.81, 0.80])
+            + _acc("ht", "random_skip@selective_backprop", [0.77, 0.78, 0.78, 0.10], method="random_skip")
+            # diffs +0.005 x3: every seed a win but inside the noise floor -> inconclusive
+            + _acc("ht", "ingenious_25", [0.79, 0.79, 0.79], method="ingenious")
+            + _acc("ht", "random_subset@ingenious_25", [0.785, 0.785, 0.785], method="random_subset")
+            # diffs +0.02, -0.02, +0.03: median above 0 but a seed lost -> inconclusive
+            + _acc("ht", "loss_threshold", [0.80, 0.76, 0.81])
+            + _acc("ht", "random_skip@loss_threshold", [0.78, 0.78, 0.78], method="random_skip")
+            # an @ label whose X is absent: just a row
+            + _acc("ht", "random_skip@nowhere", [0.70, 0.71, 0.72], method="random_skip"))
+
+
+def test_control_target_and_verdict():
+    assert control_target("random_skip@multistage_d30") == "multistage_d30"
+    assert control_target("random_subset@ingenious_25") == "ingenious_25"
+    assert control_target("random_skip") is None and control_target("full") is None
+    assert control_target("skip@x") is None and control_target("random_skip@") is None
+    v = control_verdict
+    assert v([0.03, 0.03, 0.02], noise_floor=0.01) == "beats"
+    assert v([0.03, 0.03, 0.02], noise_floor=0.03) == "inconclusive"  # the median must be larger than the floor
+    assert v([0.03, 0.03, 0.02], noise_floor=None) == "inconclusive"  # no floor known
+    assert v([0.03, -0.01, 0.02], noise_floor=0.001) == "inconclusive"  # a seed lost
+    assert v([-0.05, -0.05, 0.02], noise_floor=0.01) == "does not beat"
+    assert v([0.0, 0.0, 0.01], noise_floor=0.0) == "does not beat"  # a median of 0 does not beat
+    assert v([], noise_floor=0.01) == "inconclusive"
+    # lower is better (perplexity): negative differences are wins
+    assert v([-2.0, -0.5, -3.0], higher_is_better=False, noise_floor=1.0) == "beats"
+    assert v([2.0, 0.5, 3.0], higher_is_better=False, noise_floor=1.0) == "does not beat"
+    assert noise_floor([0.80, 0.82, 0.81]) == pytest.approx(0.01)
+    assert noise_floor([0.80]) is None and noise_floor([]) is None
+
+
+def test_summarize_pairs_each_method_with_its_random_control():
+    summary = summarize(controls_rows())
+    ms = _by(summary, "ht", "multistage_d30")["vs_control"]
+    assert ms["control"] == "random_skip@multistage_d30" and ms["n"] == 3
+    assert list(ms["diffs"]) == [0, 1, 2]
+    assert [ms["diffs"][k] for k in range(3)] == pytest.approx([-0.05, -0.05, 0.02])
+    assert ms["median_diff"] == pytest.approx(-0.05) and ms["wins"] == 1 and ms["verdict"] == "does not beat"
+    assert ms["p_better"] is None and ms["p_two_sided"] is None  # 3 < PAIRED_MIN_SEEDS
+    sb = _by(summary, "ht", "selective_backprop")["vs_control"]
+    assert sb["n"] == 3 and 3 not in sb["diffs"]  # the control's seed 3 has no partner
+    assert sb["median_diff"] == pytest.approx(0.03) and sb["wins"] == 3 and sb["verdict"] == "beats"
+    ing = _by(summary, "ht", "ingenious_25")["vs_control"]
+    assert ing["control"] == "random_subset@ingenious_25" and ing["wins"] == 3 and ing["verdict"] == "inconclusive"
+    lt = _by(summary, "ht", "loss_threshold")["vs_control"]
+    assert lt["median_diff"] == pytest.approx(0.02) and lt["wins"] == 2 and lt["verdict"] == "inconclusive"
+    # the controls are marked; rows without a control (full, the controls, the orphan) have none
+    assert _by(summary, "ht", "random_skip@multistage_d30")["controls"] == "multistage_d30"
+    assert _by(summary, "ht", "random_subset@ingenious_25")["controls"] == "ingenious_25"
+    for label in ("full", "random_skip@multistage_d30", "random_skip@nowhere"):
+        assert _by(summary, "ht", label)["vs_control"] is None
+    assert _by(summary, "ht", "random_skip@nowhere")["controls"] is None
+    assert _by(summary, "ht", "full")["controls"] is None
+    # the noise floor: half full's min-max range, on every row of the section
+    assert [s["noise_floor"] for s in summary] == [pytest.approx(0.01)] * len(summary) and len(summary) == 10
+
+
+def test_control_wilcoxon_from_five_seeds():
+    rows = (_acc("ht", "full", [0.80, 0.81, 0.82, 0.80, 0.81])
+            + _acc("ht", "x", [0.80, 0.81, 0.82, 0.83, 0.84]) + _acc("ht", "random_skip@x", [0.70, 0.72, 0.71, 0.74, 0.70]))
+    assert PAIRED_MIN_SEEDS == 5
+    v = _by(summarize(rows), "ht", "x")["vs_control"]
+    # 5 positive differences: W+ is the maximum, 1 of 2^5 sign patterns
+    assert v["n"] == 5 and v["wins"] == 5 and v["verdict"] == "beats"
+    assert v["p_better"] == pytest.approx(1 / 32) and v["p_two_sided"] == pytest.approx(2 / 32)
+
+
+def test_perplexity_control_wins_are_lower_values():
+    rows = (_acc("lm", "full", [30.0, 31.0, 29.0], metric="perplexity")
+            + _acc("lm", "igf", [28.0, 29.5, 27.0], metric="perplexity")  # diffs -2, -0.5, -3
+            + _acc("lm", "random_subset@igf", [30.0, 30.0, 30.0], metric="perplexity", method="random_subset")
+            + _acc("lm", "worse", [31.0, 30.5, 33.0], metric="perplexity")  # diffs +1, +0.5, +3
+            + _acc("lm", "random_subset@worse", [30.0, 30.0, 30.0], metric="perplexity", method="random_subset"))
+    summary = summarize(rows)
+    igf = _by(summary, "lm", "igf")
+    assert igf["noise_floor"] == pytest.approx(1.0)
+    assert igf["vs_control"]["median_diff"] == pytest.approx(-2.0)
+    assert igf["vs_control"]["wins"] == 3 and igf["vs_control"]["verdict"] == "beats"
+    worse = _by(summary, "lm", "worse")["vs_control"]
+    assert worse["median_diff"] == pytest.approx(1.0) and worse["wins"] == 0 and worse["verdict"] == "does not beat"
+
+
+def test_perplexity_control_sentences_use_its_own_units(tmp_path):
+    rows = (_acc("lm", "full", [30.0, 31.0, 29.0], metric="perplexity")
+            + _acc("lm", "igf", [28.0, 29.5, 27.0], metric="perplexity")
+            + _acc("lm", "random_subset@igf", [30.0, 30.0, 30.0], metric="perplexity", method="random_subset"))
+    md = _md_for(tmp_path, rows)
+    assert ("- igf beats random_subset@igf by a median paired difference of -2.0000 perplexity over 3 seeds "
+            "(3 of 3 wins; noise floor 1.0000 perplexity; perplexity in its own units, lower is better).") in md
+    assert "points" not in md.split("### Against random at the same budget")[1].split("## How to read")[0]
+
+
+def test_report_against_random_section_and_noise_floor(tmp_path):
+    md = _md_for(tmp_path, controls_rows())
+    # the noise floor beside every Δ vs full
+    assert "Δ accuracy vs full (higher is better; ± noise floor)" in md
+    assert "| multistage_d30 | 3 | 0.7700 |" in md and "| -0.0400 (±0.0100) |" in md
+    assert "| +0.0000 (±0.0100) |" in md  # full itself
+    head, rest = md.split("### Against random at the same budget")
+    assert "| method label | seeds |" in head  # after the main table
+    table = rest.split("## How to read")[0]
+    assert ("| multistage_d30 | random_skip@multistage_d30 | 3 | -0.0500 | 1/3 | s0 -0.0500, s1 -0.0500, s2 +0.0200 "
+            "| n<5 | does not beat |") in table
+    assert "| random_skip@nowhere |" not in table and "| full |" not in table
+    assert ("- multistage_d30 does not beat random_skip@multistage_d30: median paired difference -5.00 points of "
+            "accuracy over 3 seeds (1 of 3 wins).") in table
+    assert ("- selective_backprop beats random_skip@selective_backprop by a median paired difference of +3.00 points "
+            "of accuracy over 3 seeds (3 of 3 wins; noise floor 1.00 points).") in table
+    assert ("- ingenious_25 against random_subset@ingenious_25 is inconclusive: median paired difference +0.50 points "
+            "of accuracy over 3 seeds (3 of 3 wins; not larger than the noise floor of 1.00 points).") in table
+    assert ("- loss_threshold against random_skip@loss_threshold is inconclusive: median paired difference +2.00 "
+            "points of accuracy over 3 seeds (2 of 3 wins; not every seed is a win).") in table
+    assert "Noise floor" in md.split("## How to read")[1] and "bit-identical" in md
+    page = (tmp_path / "report.html").read_text()
+    assert "<h3>Against random at the same budget</h3>" in page and '<table class="controls">' in page
+    assert ("<li>multistage_d30 does not beat random_skip@multistage_d30: median paired difference -5.00 points of "
+            "accuracy over 3 seeds (1 of 3 wins).</li>") in page
+    assert "-0.0400 (±0.0100)" in page
+    assert page.count('<tr class="control"') == 4  # the four controls whose method is present, not the orphan
+
+
+def test_no_noise_floor_without_two_full_seeds(tmp_path):
+    rows = (_acc("ht", "full", [0.80]) + _acc("ht", "x", [0.90]) + _acc("ht", "random_skip@x", [0.70]))
+    summary = summarize(rows)
+    x = _by(summary, "ht", "x")
+    assert x["noise_floor"] is None and x["vs_control"]["verdict"] == "inconclusive"
+    md = _md_for(tmp_path, rows)
+    assert "| +0.1000 |" in md and "±" not in md.split("### Against random")[0].split("| method label |")[1]
+    assert ("x against random_skip@x is inconclusive: median paired difference +20.00 points of accuracy over 1 seed "
+            "(1 of 1 wins; the noise floor is unknown (fewer than 2 seeds of full)).") in md
+    # no control anywhere: no section
+    assert "Against random" not in _md_for(tmp_path, _acc("ht", "full", [0.8, 0.9]) + _acc("ht", "random_skip@y", [0.7]))

@@ -181,6 +181,7 @@ table { border-collapse: collapse; font-size: 13px; background: #fff; margin: 6p
 th, td { border: 1px solid #ddd; padding: 4px 8px; } th { background: #f0f0f0; font-weight: 600; vertical-align: bottom; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.ref td { background: #f7f7f7; }
+tr.control td.label { font-style: italic; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; max-width: 1600px; }
 .plots figure { margin: 0; background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 4px; }

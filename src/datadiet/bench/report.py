@@ -6,11 +6,17 @@ and keeps each cell's run folder with its ``record.json``. This module turns the
 * :func:`load_results` - the finished rows, the last finished line of each cell winning;
 * :func:`summarize` - one row per (suite, dataset, method label): median quality and its spread,
   median wall-clock, speed-up and quality change against ``full`` of the same dataset and suite,
-  fractions of examples forwarded / backpropagated relative to ``full``;
+  fractions of examples forwarded / backpropagated relative to ``full``, the section's noise floor
+  (half the min-max range of ``full``'s quality over seeds) and, for a method with a random control
+  (a label ``R@X`` with ``R`` starting with ``random``, e.g. ``random_skip@X``: random skipping at X's
+  realised rate, or ``random_subset@X``: a random subset of X's size), the comparison with it paired
+  by seed and a verdict (:func:`control_verdict`);
 * :func:`guard_figures` - the final figures of multistage's stage-2 guard from a run record (the
   harness copies them into the cell's ``results.jsonl`` line; older lines get them from the record);
 * :func:`write_report` - ``report.md`` (tables) and ``report.html`` (tables + inline SVG plots, no
-  network: no scripts, styles or fonts from elsewhere). Sections with ``multistage`` cells get a
+  network: no scripts, styles or fonts from elsewhere). The main table shows each Δ vs ``full`` with
+  the noise floor beside it; sections with random controls get a table "Against random at the same
+  budget" and one sentence per method in words. Sections with ``multistage`` cells get a
   table of the guard's figures (medians over seeds) and, in the HTML, its false-skip bound and
   effective skip rate over training. Sections where ``full`` and another method have timed learning
   curves get a time-to-accuracy table (:mod:`datadiet.bench.tta`: wall-clock to ``full``'s final
@@ -20,8 +26,9 @@ and keeps each cell's run folder with its ``record.json``. This module turns the
   histograms, the highest-scoring examples, the AUROC for planted label flips).
 
 Only the standard library is imported here (the scores view, imported when a section has scores
-files, uses numpy); the rendering pieces both share (formatting, the page skeleton, SVG axes) live
-in :mod:`datadiet.bench.render`. The report never prints (it logs).
+files, and the paired Wilcoxon tests of :mod:`datadiet.bench.stats` use numpy); the rendering pieces
+both share (formatting, the page skeleton, SVG axes) live in :mod:`datadiet.bench.render`. The
+report never prints (it logs).
 """
 
 from __future__ import annotations
@@ -50,7 +57,8 @@ REFERENCE_METHOD = "full"
 #: Metrics where a smaller number is better (everything else: larger is better).
 LOWER_IS_BETTER = frozenset({"perplexity", "loss", "nll", "bits_per_byte", "bpb", "error", "error_rate"})
 
-__all__ = ["load_results", "summarize", "write_report", "guard_figures", "LOWER_IS_BETTER"]
+__all__ = ["load_results", "summarize", "write_report", "guard_figures", "control_target", "control_verdict",
+           "noise_floor", "LOWER_IS_BETTER"]
 
 #: The filter whose telemetry holds multistage's stage-2 guard (``record["filters"][GUARD_FILTER]["guard"]``).
 GUARD_FILTER = "MetaPredictor"
@@ -236,6 +244,18 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     ``median_false_skip_bound``, ``median_limit``, ``median_effective_skip_rate``, ``states``
     (state -> seeds) and ``disabled`` (seeds whose stage 2 the guard disabled); None when no seed has
     a guard. Medians: the mean of the two middle values for an even count.
+
+    ``noise_floor`` (on every row of a section): half the min-max range over seeds of the reference's
+    quality (:func:`noise_floor`; None without a reference or with fewer than 2 of its seeds).
+    Random controls: a label ``R@X`` (``R`` starting with ``random``, see :func:`control_target`) whose
+    ``X`` is a label of the same (suite, dataset) is X's control; its row gets ``controls``: ``X``
+    (None on every other row; an ``@`` label whose ``X`` is absent is just a row). X's row gets
+    ``vs_control`` (None without a control or with one in another metric; with several controls, the
+    first in order of appearance):
+    ``control`` (its label), ``n`` (seeds both have a value for), ``diffs`` (seed -> X - control, sign
+    as is), ``median_diff``, ``wins`` (seeds where X is better in the metric's direction),
+    ``p_better``/``p_two_sided`` (exact Wilcoxon signed-rank, one-sided that X is better / two-sided;
+    None under :data:`PAIRED_MIN_SEEDS` paired seeds) and ``verdict`` (:func:`control_verdict`).
     """
     rows = list(rows)
     out: list[dict[str, Any]] = []
@@ -248,10 +268,18 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if ref_label:
             labels.remove(ref_label)
             labels.insert(0, ref_label)
+        floor = noise_floor(_values(by_label[ref_label], "value")) if ref_label else None
+        controls = _controls(list(by_label))
+        control_of: dict[str, str] = {}
+        for c, x in controls.items():
+            control_of.setdefault(x, c)
         for label in labels:
             s = stats[label]
             rs = by_label[label]
             same_metric = ref is not None and s["metric"] == ref["metric"]
+            c = control_of.get(label)
+            if c is not None and stats[c]["metric"] != s["metric"]:
+                c = None  # a control measured in another metric does not pair
             row = {
                 "suite": suite,
                 "dataset": dataset,
@@ -273,12 +301,92 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                                              if ref else None),
                 "paired_vs_full": (_paired_test(rs, by_label[ref_label])
                                    if same_metric and label != ref_label else None),
+                "noise_floor": floor,
+                "controls": controls.get(label),
+                "vs_control": (_vs_control(rs, by_label[c], c, higher=higher_is_better(s["metric"] or metric),
+                                           floor=floor) if c is not None else None),
             }
             out.append(row)
     return out
 
 
 PAIRED_MIN_SEEDS = 5
+
+#: A label ``R@X`` whose ``R`` starts with this is the random control of label ``X``.
+CONTROL_PREFIX = "random"
+
+
+def control_target(label: Any) -> str | None:
+    """Pure: the label that ``label`` is the random control of - ``X`` of ``R@X`` where ``R`` starts
+    with ``random`` (``random_skip@selective_backprop`` -> ``selective_backprop``) - or None."""
+    r, sep, x = str(label).partition("@")
+    return x if sep and x and r.startswith(CONTROL_PREFIX) else None
+
+
+def _controls(labels: Sequence[str]) -> dict[str, str]:
+    """control label -> the label it controls, for the controls whose target is among ``labels``."""
+    out = {}
+    for c in labels:
+        x = control_target(c)
+        if x is not None and x != c and x in labels:
+            out[c] = x
+    return out
+
+
+def noise_floor(values: Sequence[float]) -> float | None:
+    """Pure: the seed noise floor of a section - half the min-max range of the reference's quality over
+    seeds - or None with fewer than 2 values."""
+    return (max(values) - min(values)) / 2 if len(values) >= 2 else None
+
+
+BEATS, DOES_NOT_BEAT, INCONCLUSIVE = "beats", "does not beat", "inconclusive"
+
+
+def control_verdict(diffs: Sequence[float], *, higher_is_better: bool = True,
+                    noise_floor: float | None = None) -> str:
+    """Pure: a method against its random control, from the paired differences (method - control, one
+    per seed, sign as is).
+
+    ``"beats"`` when every seed is a win (better in the metric's direction) and the median paired
+    difference, in the metric's direction, is larger than the noise floor; ``"does not beat"`` when
+    that median is 0 or worse; ``"inconclusive"`` otherwise - some seeds lost, a median inside the
+    noise floor, an unknown noise floor (None), or no paired seeds.
+    """
+    d = [float(x) for x in diffs]
+    if not d:
+        return INCONCLUSIVE
+    sign = 1.0 if higher_is_better else -1.0
+    gain = sign * float(statistics.median(d))
+    if gain <= 0:
+        return DOES_NOT_BEAT
+    if all(sign * x > 0 for x in d) and noise_floor is not None and gain > noise_floor:
+        return BEATS
+    return INCONCLUSIVE
+
+
+def _seed_key(s: Any) -> tuple:
+    return (str(type(s)), s)
+
+
+def _vs_control(rs: list[dict[str, Any]], ctrl_rs: list[dict[str, Any]], control: str, *, higher: bool,
+                floor: float | None) -> dict[str, Any]:
+    """A label against its random control, paired by seed (see :func:`summarize`)."""
+    def by_seed(xs: list[dict[str, Any]]) -> dict[Any, float]:
+        return {r.get("seed"): v for r in xs if r.get("seed") is not None and (v := num(r.get("value"))) is not None}
+
+    mine, theirs = by_seed(rs), by_seed(ctrl_rs)
+    common = sorted((k for k in mine if k in theirs), key=_seed_key)
+    diffs = {k: mine[k] - theirs[k] for k in common}
+    d = list(diffs.values())
+    p_better = p_two = None
+    if len(common) >= PAIRED_MIN_SEEDS:
+        from .stats import wilcoxon_signed_rank
+
+        w = wilcoxon_signed_rank([mine[k] for k in common], [theirs[k] for k in common])
+        p_better, p_two = (w.p_greater if higher else w.p_less), w.p_two_sided
+    return {"control": control, "n": len(common), "diffs": diffs, "median_diff": _median(d),
+            "wins": sum((x > 0) if higher else (x < 0) for x in d), "p_better": p_better, "p_two_sided": p_two,
+            "verdict": control_verdict(d, higher_is_better=higher, noise_floor=floor)}
 
 
 def _paired_test(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -304,7 +412,7 @@ def _paired_test(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> dict
 
 def _label_stats(rs: list[dict[str, Any]]) -> dict[str, Any]:
     q = _values(rs, "value")
-    seeds = sorted({r.get("seed") for r in rs if r.get("seed") is not None}, key=lambda s: (str(type(s)), s))
+    seeds = sorted({r.get("seed") for r in rs if r.get("seed") is not None}, key=_seed_key)
     return {
         "metric": _most_common(rs, "metric"),
         "n_seeds": len(rs),
@@ -369,7 +477,8 @@ def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
         *([("macro-F1 median", lambda s: _fmt(s["median_macro_f1"], 4))] if f1 else []),
         ("wall-clock s median", lambda s: _fmt(s["median_wall_clock_s"], 1)),
         ("speed-up vs full", lambda s: _fmt(s["speedup_vs_full"], 2, "x")),
-        (f"Δ {m} vs full ({_direction(metric)})", lambda s: _fmt(s["quality_delta_vs_full"], 4, signed=True)),
+        (f"Δ {m} vs full ({_direction(metric)}"
+         + ("; ± noise floor)" if any(s.get("noise_floor") is not None for s in srows) else ")"), _delta_txt),
         ("backprop fraction vs full", lambda s: _fmt(s["backprop_fraction_vs_full"], 2)),
         ("forward fraction vs full", lambda s: _fmt(s["forward_fraction_vs_full"], 2)),
         ("optimizer steps median", lambda s: fmt_count(s["median_optimizer_steps"])),
@@ -377,11 +486,97 @@ def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
     ]
 
 
+def _delta_txt(s: dict[str, Any]) -> str:
+    """Δ vs full, followed by `` (±floor)`` when the section's noise floor is known."""
+    t = _fmt(s["quality_delta_vs_full"], 4, signed=True)
+    if t != DASH and s.get("noise_floor") is not None:
+        t += f" (±{_fmt(s['noise_floor'], 4)})"
+    return t
+
+
 def _paired_txt(s: dict[str, Any]) -> str:
     t = s.get("paired_vs_full")
     if not t:
         return DASH
     return f"{t['wins']}/{t['n']}, one-sided {t['p_better']:.3g}, two-sided {t['p_two_sided']:.3g}"
+
+
+CONTROLS_HEADING = "Against random at the same budget"
+CONTROLS_NOTE = ("Each method against its random control at the same budget (random_skip@X: random skipping "
+                 "at X's realised rate, matched per seed; random_subset@X: a random subset of X's size), paired "
+                 "by seed: Δ = method − control, sign as is; wins: seeds where the method is better in the "
+                 f"metric's direction; p: exact Wilcoxon signed-rank test, two-sided, from {PAIRED_MIN_SEEDS} "
+                 "paired seeds on. Verdict: beats when every seed is a win and the median paired Δ is larger than "
+                 "the noise floor (± beside Δ vs full); does not beat when the median paired Δ is 0 or worse in "
+                 "the metric's direction; inconclusive otherwise.")
+
+
+def _control_srows(srows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary rows of a section that have a random control."""
+    return [s for s in srows if s.get("vs_control")]
+
+
+def _accuracy_like(srows: Sequence[dict[str, Any]]) -> bool:
+    """Whether a section's differences read as points (100 x): a higher-is-better metric with every value in [0, 1]."""
+    vals = [v for s in srows for v in (s.get("min"), s.get("max")) if v is not None]
+    return bool(vals) and bool(srows[0].get("higher_is_better")) and all(0.0 <= v <= 1.0 for v in vals)
+
+
+def _amount(d: float, metric: str, points: bool) -> str:
+    """A signed difference in words: points (100 x) of an accuracy-like metric, else the metric's own units."""
+    return f"{100 * d:+.2f} points of {metric}" if points else f"{d:+.4f} {metric}"
+
+
+def _floor_txt(floor: float | None, metric: str, points: bool) -> str:
+    if floor is None:
+        return "unknown (fewer than 2 seeds of full)"
+    return f"{100 * floor:.2f} points" if points else f"{floor:.4f} {metric}"
+
+
+def _control_sentence(s: dict[str, Any], points: bool) -> str:
+    """One sentence in words: the method against its random control."""
+    v = s["vs_control"]
+    x, c, n, w = s["label"], v["control"], v["n"], v["wins"]
+    metric = s["metric"] or "quality"
+    if n == 0 or v["median_diff"] is None:
+        return f"{x} against {c}: no seed has a value for both, so no comparison."
+    seeds = f"{n} seed{'s' if n != 1 else ''}"
+    amount = _amount(v["median_diff"], metric, points)
+    wins = f"{w} of {n} wins"
+    floor = _floor_txt(s.get("noise_floor"), metric, points)
+    units = "" if points else f"; {metric} in its own units, {_direction(metric)}"
+    if v["verdict"] == BEATS:
+        return (f"{x} beats {c} by a median paired difference of {amount} over {seeds} "
+                f"({wins}; noise floor {floor}{units}).")
+    if v["verdict"] == DOES_NOT_BEAT:
+        return f"{x} does not beat {c}: median paired difference {amount} over {seeds} ({wins}{units})."
+    if w < n:
+        why = "not every seed is a win"
+    elif s.get("noise_floor") is None:
+        why = f"the noise floor is {floor}"
+    else:
+        why = f"not larger than the noise floor of {floor}"
+    return f"{x} against {c} is inconclusive: median paired difference {amount} over {seeds} ({wins}; {why}{units})."
+
+
+def _control_columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(header, summary row -> text) for the table against random (Markdown and HTML share them)."""
+    m = (srows[0]["metric"] if srows else None) or "quality"
+
+    def p(s: dict[str, Any]) -> str:
+        t = s["vs_control"]["p_two_sided"]
+        return f"n<{PAIRED_MIN_SEEDS}" if t is None else f"{t:.3g}"
+
+    return [
+        ("method label", lambda s: s["label"]),
+        ("random control", lambda s: s["vs_control"]["control"]),
+        ("paired seeds", lambda s: str(s["vs_control"]["n"])),
+        (f"median paired Δ {m}", lambda s: _fmt(s["vs_control"]["median_diff"], 4, signed=True)),
+        ("wins", lambda s: f"{s['vs_control']['wins']}/{s['vs_control']['n']}"),
+        ("per-seed Δ", lambda s: ", ".join(f"s{k} {d:+.4f}" for k, d in s["vs_control"]["diffs"].items()) or DASH),
+        ("p (two-sided)", p),
+        ("verdict", lambda s: s["vs_control"]["verdict"]),
+    ]
 
 
 GUARD_NOTE = ("Stage-2 guard (multistage): the guard's figures at the end of training, medians over seeds. "
@@ -511,6 +706,9 @@ HOW_TO_READ = [
     "same suite run on the same machine; fractions are ratios of medians of examples backpropagated / forwarded.",
     "Δ vs full = method median − full median, sign as is: for accuracy positive is better, for perplexity "
     "negative is better.",
+    "Noise floor (± beside Δ vs full): the seed-to-seed spread of `full`, half the min-max range of its quality "
+    "over seeds; a Δ inside it is not distinguishable from seed noise, and since runs seed dropout too, two runs "
+    "of the same seed and config are bit-identical on one machine, so the seeds are the noise that remains.",
     "Time to accuracy (where `full` and other methods have learning curves, train.eval_every): the wall-clock "
     "at which a method's evaluations first reach `full`'s final quality minus 0.5 points (perplexity: times "
     "1.005), as a ratio to `full`'s time at the same seed; the chart draws quality against that wall-clock.",
@@ -565,6 +763,18 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, An
             for s in guarded:
                 out.append("| " + " | ".join(md_escape(f(s)) for _, f in gcols) + " |")
             out.append("")
+        controlled = _control_srows(srows)
+        if controlled:
+            ccols = _control_columns(srows)
+            points = _accuracy_like(srows)
+            out += [f"### {CONTROLS_HEADING}", "", md_escape(CONTROLS_NOTE), ""]
+            out.append("| " + " | ".join(h for h, _ in ccols) + " |")
+            out.append("|" + "|".join([":---", ":---"] + ["---:"] * (len(ccols) - 4) + [":---", ":---"]) + "|")
+            for s in controlled:
+                out.append("| " + " | ".join(md_escape(f(s)) if i < 2 else f(s) for i, (_, f) in enumerate(ccols))
+                           + " |")
+            out.append("")
+            out += [f"- {md_escape(_control_sentence(s, points))}" for s in controlled] + [""]
         t = (tta or {}).get((suite, dataset))
         if t is not None:
             tcols = _tta_columns()
@@ -1000,8 +1210,28 @@ def _html_table(srows: list[dict[str, Any]], colors: dict[str, str]) -> str:
             else:
                 cells.append(f'<td class="num">{esc(f(s))}</td>')
         cls = ' class="ref"' if s["is_reference"] else ""
+        if s.get("controls"):
+            cls = f' class="control" title="{esc("random control of " + str(s["controls"]))}"'
         o.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     o.append("</tbody></table>")
+    return "\n".join(o)
+
+
+def _html_controls(srows: list[dict[str, Any]], colors: dict[str, str]) -> str:
+    """The table against random at the same budget and one sentence per method."""
+    cols = _control_columns(srows)
+    points = _accuracy_like(srows)
+    o = [f"<h3>{esc(CONTROLS_HEADING)}</h3>", f'<p class="note">{esc(CONTROLS_NOTE)}</p>',
+         '<table class="controls"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h, _ in cols)
+         + "</tr></thead><tbody>"]
+    for s in _control_srows(srows):
+        sw = f'<span class="swatch" style="background:{colors.get(s["label"], PALETTE[0])}"></span>'
+        o.append("<tr>" + "".join(f'<td class="label">{sw}{esc(f(s))}</td>' if i == 0 else
+                                  f'<td class="{"label" if i in (1, len(cols) - 1) else "num"}">{esc(f(s))}</td>'
+                                  for i, (_, f) in enumerate(cols)) + "</tr>")
+    o.append("</tbody></table>")
+    o.append('<ul class="controls">' + "".join(f"<li>{esc(_control_sentence(s, points))}</li>"
+                                              for s in _control_srows(srows)) + "</ul>")
     return "\n".join(o)
 
 
@@ -1077,6 +1307,8 @@ def _html(title: str, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         body.append(_html_table(srows, colors))
         if _guard_srows(srows):
             body.append(_html_guard(_guard_srows(srows), by_label, colors))
+        if _control_srows(srows):
+            body.append(_html_controls(srows, colors))
         tpart = (tta or {}).get((suite, dataset))
         if tpart is not None:
             body.append(_html_tta(tpart, colors))
