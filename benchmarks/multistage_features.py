@@ -46,6 +46,10 @@ D30 = ["method.name=multistage", "method.params.predictor=logistic", "method.par
        "method.params.meta_skill_threshold=1000000000.0"]  # a rule that never passes: stage 1 throughout
 
 FEATURE_SETS = {  # label -> MetaPredictor keyword arguments
+    # no feature but the bias, fitted online: it follows the important rate as it drifts down during
+    # training, so it beats the running (cumulative) base rate by itself; the skill that text or
+    # memory adds is a feature set's skill minus this one's
+    "logistic, bias only (follows the drifting base rate)": dict(predictor="logistic", _no_text=True),
     "naive Bayes, tokens (the paper)": dict(predictor="naive_bayes"),
     "logistic, tokens": dict(predictor="logistic"),
     "logistic, tokens + bigrams": dict(predictor="logistic", ngrams=2),
@@ -234,13 +238,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="minilm", help="the model trained in the recorded run (and the probe's encoder)")
+    ap.add_argument("--events", default=None, help="keep the recorded stream in this file (torch.save; reused when it "
+                    "exists, so a second replay costs no training)")
+    ap.add_argument("--only", default=None, help="replay only the feature sets whose label contains this")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        events, rec = record(a, Path(tmp))
-    record_s = time.perf_counter() - t0
+    if a.events and Path(a.events).exists():
+        saved = torch.load(a.events, weights_only=False)  # our own file, written below
+        events, rec, record_s = saved["events"], saved["record"], saved["record_s"]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            events, rec = record(a, Path(tmp))
+        record_s = time.perf_counter() - t0
+        if a.events:
+            torch.save({"events": events, "record": rec, "record_s": record_s}, a.events)
     from datadiet.config import load_config
     from datadiet.methods.ingenious.embeddings import example_embeddings
     from datadiet.models import load_model
@@ -252,17 +265,23 @@ def main() -> None:
     vocab = len(load_model(a.model, task="classification", num_labels=n_classes, seed=0).tokenizer)
     results = {}
     for label, kw in FEATURE_SETS.items():
+        if a.only and a.only not in label:
+            continue
         t1 = time.perf_counter()
         results[label] = replay_meta(events, vocab=vocab, n_train=a.max_train, kwargs=kw)
         results[label]["replay_s"] = time.perf_counter() - t1
         print(label, json.dumps(results[label]), flush=True)
-    t1 = time.perf_counter()
-    ids = np.asarray(split.ids, dtype=np.int64)
-    E = example_embeddings(ids=ids, encoder=a.model, texts=list(split.texts), max_length=64, progress=False)
-    embed_s = time.perf_counter() - t1
-    emb = {int(i): E.vectors[r] for r, i in enumerate(E.ids.tolist())}
+    probes = not a.only or "probe" in a.only
+    if probes:
+        t1 = time.perf_counter()
+        ids = np.asarray(split.ids, dtype=np.int64)
+        E = example_embeddings(ids=ids, encoder=a.model, texts=list(split.texts), max_length=64, progress=False)
+        embed_s = time.perf_counter() - t1
+        emb = {int(i): E.vectors[r] for r, i in enumerate(E.ids.tolist())}
     for label, memory in (("embedding probe: frozen MiniLM sentence embedding x label (online logistic)", False),
                           ("embedding probe + loss memory", True)):
+        if not probes or (a.only and a.only not in label):
+            continue
         t1 = time.perf_counter()
         results[label] = replay_probe(events, emb=emb, n_classes=n_classes, n_train=a.max_train, memory=memory)
         results[label]["replay_s"] = time.perf_counter() - t1
@@ -277,8 +296,13 @@ def main() -> None:
            "command": "benchmarks/multistage_features.py " + " ".join(
                f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()),
            "feature_sets": results}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
+    out_path = Path(a.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if a.only and out_path.exists():  # a partial replay adds its feature sets to the earlier file
+        earlier = json.loads(out_path.read_text())
+        out["feature_sets"] = {**earlier.get("feature_sets", {}), **results}
+        out["replays"] = earlier.get("replays", []) + [{"only": a.only, "finished": out["finished"]}]
+    out_path.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
