@@ -162,6 +162,8 @@ def test_config_files_cover_every_builtin_dataset():
 
 
 def test_demo_end_to_end(tmp_path, capsys):
+    from datadiet.demo import BEST_METHOD
+
     out = tmp_path / "demo"
     code = main(["demo", "--model", "tiny-bert", "--max-train", "100", "--max-test", "50", "--threads", "1",
                  "--out", str(out)])
@@ -169,22 +171,71 @@ def test_demo_end_to_end(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "rotten_tomatoes" in stdout and "tiny-bert" in stdout and "torch" in stdout
     table = stdout[stdout.index("method"):]
-    for m in ("full", "random_subset", "random_skip"):
+    for m in ("full", BEST_METHOD, f"random_skip@{BEST_METHOD}"):
         assert m in table
     assert "speed-up vs full" in table and "1.00x" in table
+    # the verdict names the winner at the same budget and the points between them
+    assert f"{BEST_METHOD} beat random skipping" in stdout or f"{BEST_METHOD} did not beat random" in stdout
+    assert "accuracy points" in stdout
     records = sorted(out.glob("*/record.json"))
     assert len(records) == 3
-    recs = {json.loads(p.read_text())["method"]["name"]: json.loads(p.read_text()) for p in records}
+    recs = {p.parent.name: json.loads(p.read_text()) for p in records}
     assert all(r["status"] == "finished" for r in recs.values())
-    assert recs["full"]["counts"]["examples_backpropagated"] == 100
-    assert recs["random_subset"]["counts"]["examples_backpropagated"] == 50
-    assert recs["random_skip"]["counts"]["examples_forwarded"] < 100
+    full = recs["rotten_tomatoes-tiny-bert-full-s0"]
+    best = recs[f"rotten_tomatoes-tiny-bert-{BEST_METHOD}-s0"]
+    control = recs[f"rotten_tomatoes-tiny-bert-random_skip_at_{BEST_METHOD}-s0"]
+    assert full["counts"]["examples_backpropagated"] == 100
+    # the control skips at the rate the method realised in this run
+    c = best["counts"]
+    realised = 1 - c["examples_backpropagated"] / c["examples_seen"]
+    assert control["method"]["name"] == "random_skip"
+    assert control["method"]["params"]["rate"] == pytest.approx(realised, abs=1e-6)
 
     # The demo re-runs into its own folders; the earlier record is kept as a backup.
     assert main(["demo", "-q", "--model", "tiny-bert", "--max-train", "40", "--max-test", "20", "--threads", "1",
                  "--methods", "full", "--out", str(out)]) == 0
     full_dir = out / "rotten_tomatoes-tiny-bert-full-s0"
     assert len(list(full_dir.glob("record.*.json"))) == 1
+
+
+def test_demo_matched_control_needs_its_method_first(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny-bert", "--methods", "full,random_skip@loss_threshold,loss_threshold",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'loss_threshold' must come earlier" in err and "--methods full,loss_threshold,random_skip@" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_demo_bf16_default_follows_the_hardware(monkeypatch):
+    import datadiet.demo as demo
+
+    assert demo.cpu_has_native_bf16("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")
+    assert demo.cpu_has_native_bf16("flags\t\t: fpu sse avx2 amx_bf16 amx_tile\n")
+    assert not demo.cpu_has_native_bf16("processor : 0\nflags : fpu sse avx avx2 fma\n")
+    assert not demo.cpu_has_native_bf16("")
+    monkeypatch.setattr(demo, "bf16_is_fast", lambda: False)
+    assert [c.config.train.bf16 for c in demo.demo_configs(model="tiny-bert", methods=["full"])] == [False]
+    monkeypatch.setattr(demo, "bf16_is_fast", lambda: True)
+    assert demo.demo_configs(model="tiny-bert", methods=["full"])[0].config.train.bf16 is True
+    assert demo.demo_configs(model="tiny-bert", methods=["full"], bf16=False)[0].config.train.bf16 is False
+
+
+def test_demo_verdict_is_pure_and_says_who_won():
+    from datadiet.demo import verdict
+
+    rows = add_speedup([
+        {"method": "full", "accuracy": 0.80, "wall_clock_s": 100.0, "skip_rate": 0.0},
+        {"method": "m", "accuracy": 0.79, "wall_clock_s": 60.0, "skip_rate": 0.55},
+        {"method": "random_skip@m", "accuracy": 0.775, "wall_clock_s": 50.0, "skip_rate": 0.55},
+    ])
+    lines = verdict(rows)
+    assert lines[0] == ("m beat random skipping at its budget by 1.50 accuracy points (both skipped the backward of "
+                        "about 55% of the examples); it took 1.20x random skipping's wall-clock.")
+    assert lines[1] == "Against full fine-tuning: -1.00 accuracy points at 1.67x its speed."
+    rows[2]["accuracy"] = 0.8
+    assert verdict(rows)[0].startswith("m did not beat random skipping at its budget (-1.00 accuracy points)")
+    assert verdict([{"method": "full", "accuracy": 0.8}]) == []
 
 
 def test_demo_unknown_method_fails_before_any_run(tmp_path, capsys):

@@ -161,12 +161,17 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=1, metavar="E", help="epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, metavar="B", help="batch size (default: %(default)s)")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: %(default)s)")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32 instead of bf16 autocast")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--bf16", dest="bf16", action="store_true", default=None,
+                   help="bf16 autocast (default: only where it is fast: a CUDA GPU with bf16, or a CPU with native "
+                        "bf16 such as AVX512-BF16/AMX; elsewhere it is emulated and slower than float32)")
+    g.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="torch threads (default: min(2, number of CPUs))")
     p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M1,M2,...",
-                   help="comma-separated methods (default: %(default)s; random_subset keeps 0.5, random_skip skips 0.5)")
+                   help="comma-separated methods (default: %(default)s; random_skip@X skips at the rate X realised, "
+                        "random_subset keeps 0.5, random_skip skips 0.5)")
     p.add_argument("--out", default="runs/demo", metavar="DIR",
                    help="where the run folders go (default: %(default)s; re-running keeps earlier records as backups)")
 
@@ -174,25 +179,32 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from ..demo import default_threads, demo_configs, format_table, run_demo
+    from ..demo import default_threads, demo_configs, format_table, run_demo, verdict
 
     threads = default_threads() if args.threads is None else args.threads
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     kw = dict(dataset=args.dataset, model=args.model, max_train=args.max_train, max_test=args.max_test,
               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bf16=args.bf16, threads=threads,
               methods=methods, out=args.out, seed=args.seed)
-    cfgs = demo_configs(**kw)  # every name and value validated before printing the header
+    cells = demo_configs(**kw)  # every name and value validated before printing the header
+    bf16 = cells[0].config.train.bf16
     out_dir(args.out)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     echo(f"datadiet demo: {args.dataset} with {args.model}, {', '.join(methods)}")
     echo(f"  up to {args.max_train} train / {args.max_test} test examples, {args.epochs} epoch(s), "
-         f"batch {args.batch_size}, lr {args.lr:g}, {'bf16' if args.bf16 else 'fp32'}")
+         f"batch {args.batch_size}, lr {args.lr:g}, {'bf16' if bf16 else 'fp32'}"
+         + (" (bf16 is not native on this device; --bf16 forces it)" if args.bf16 is None and not bf16 else ""))
     echo(f"  torch {torch.__version__}, {threads} thread(s), {device}; runs in {args.out}")
     echo()
-    rows = run_demo(cfgs, progress=not args.quiet)
+    rows = run_demo(cells, progress=not args.quiet)
     echo()
     echo(format_table(rows))
     echo()
+    lines = verdict(rows)
+    for line in lines:
+        echo(line)
+    if lines:
+        echo()
     echo("wall-clock = selection + training (evaluation not included); "
          "speed-up = full's wall-clock / the method's.")
     echo(f"records: {args.out}/*/record.json")
