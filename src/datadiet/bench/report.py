@@ -371,19 +371,13 @@ def _seed_key(s: Any) -> tuple:
 def _vs_control(rs: list[dict[str, Any]], ctrl_rs: list[dict[str, Any]], control: str, *, higher: bool,
                 floor: float | None) -> dict[str, Any]:
     """A label against its random control, paired by seed (see :func:`summarize`)."""
-    def by_seed(xs: list[dict[str, Any]]) -> dict[Any, float]:
-        return {r.get("seed"): v for r in xs if r.get("seed") is not None and (v := num(r.get("value"))) is not None}
-
-    mine, theirs = by_seed(rs), by_seed(ctrl_rs)
-    common = sorted((k for k in mine if k in theirs), key=_seed_key)
+    mine, theirs = _seed_values(rs), _seed_values(ctrl_rs)
+    common = sorted((k for k in mine if k is not None and k in theirs), key=_seed_key)
     diffs = {k: mine[k] - theirs[k] for k in common}
     d = list(diffs.values())
     p_better = p_two = None
     if len(common) >= PAIRED_MIN_SEEDS:
-        from .stats import wilcoxon_signed_rank
-
-        w = wilcoxon_signed_rank([mine[k] for k in common], [theirs[k] for k in common])
-        p_better, p_two = (w.p_greater if higher else w.p_less), w.p_two_sided
+        p_better, p_two = _wilcoxon([mine[k] for k in common], [theirs[k] for k in common], higher=higher)
     return {"control": control, "n": len(common), "diffs": diffs, "median_diff": _median(d),
             "wins": sum((x > 0) if higher else (x < 0) for x in d), "p_better": p_better, "p_two_sided": p_two,
             "verdict": control_verdict(d, higher_is_better=higher, noise_floor=floor)}
@@ -395,19 +389,29 @@ def _paired_test(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> dict
     ``None`` with fewer than :data:`PAIRED_MIN_SEEDS` common seeds (too few for any p < 0.05).
     ``p_better``: the one-sided p that this label beats the reference (in the metric's direction).
     """
-    from .stats import wilcoxon_signed_rank
-
-    mine = {r.get("seed"): num(r.get("value")) for r in rs}
-    ref = {r.get("seed"): num(r.get("value")) for r in ref_rs}
-    common = sorted((k for k in mine if k in ref and mine[k] is not None and ref[k] is not None), key=str)
+    mine, ref = _seed_values(rs), _seed_values(ref_rs)
+    common = sorted((k for k in mine if k in ref), key=str)
     if len(common) < PAIRED_MIN_SEEDS:
         return None
     a, b = [mine[k] for k in common], [ref[k] for k in common]
-    w = wilcoxon_signed_rank(a, b)
     higher = higher_is_better(_most_common(rs, "metric"))
-    better = w.p_greater if higher else w.p_less
+    better, two_sided = _wilcoxon(a, b, higher=higher)
     wins = sum((x > y) if higher else (x < y) for x, y in zip(a, b))
-    return {"n": len(common), "wins": int(wins), "p_better": better, "p_two_sided": w.p_two_sided}
+    return {"n": len(common), "wins": int(wins), "p_better": better, "p_two_sided": two_sided}
+
+
+def _seed_values(rs: list[dict[str, Any]]) -> dict[Any, float]:
+    """seed -> the numeric metric value of the rows that have one (the pairing both paired tests use)."""
+    return {r.get("seed"): v for r in rs if (v := num(r.get("value"))) is not None}
+
+
+def _wilcoxon(a: list[float], b: list[float], *, higher: bool) -> tuple[float, float]:
+    """(one-sided p that ``a`` is better than ``b`` in the metric's direction, two-sided p), exact Wilcoxon
+    signed-rank on the pairs."""
+    from .stats import wilcoxon_signed_rank
+
+    w = wilcoxon_signed_rank(a, b)
+    return (w.p_greater if higher else w.p_less), w.p_two_sided
 
 
 def _label_stats(rs: list[dict[str, Any]]) -> dict[str, Any]:
