@@ -378,3 +378,60 @@ def test_method_parameter_default_and_validation():
     assert Ingenious(kernel="knn", knn_search="faiss_ivf")._gains_kwargs()["knn_search"] == "faiss_ivf"
     with pytest.raises(ConfigError, match="kernel=knn"):
         Ingenious(knn_search="faiss_ivf")
+
+
+# ------------------------------------------------- k-means partition of a big pool, no float32 copy
+def _blobs(n: int, d: int, centres: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Well-separated unit-norm clusters (planted truth: each row's cluster)."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centres, d))
+    truth = rng.integers(0, centres, n)
+    x = c[truth] + 0.02 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), truth
+
+
+def _same_grouping(a: np.ndarray, b: np.ndarray) -> bool:
+    """The two labelings group the rows identically (up to the names of the groups)."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@needs_faiss
+def test_kmeans_partition_above_faiss_sample_size_finds_the_planted_clusters():
+    from datadiet.methods.ingenious.submodular.partition import POINTS_PER_CENTROID, kmeans_partition
+
+    x, truth = _blobs(4 * POINTS_PER_CENTROID * 3, 16, 3)  # 4x the rows k-means trains on
+    p32 = kmeans_partition(x, n_parts=3, seed=0, backend="faiss")
+    assert _same_grouping(p32, truth)
+    # float16 storage, and the same rows scaled (normalize=True clusters their directions)
+    assert _same_grouping(kmeans_partition(x.astype(np.float16), n_parts=3, seed=0, backend="faiss"), truth)
+    scaled = x * np.random.default_rng(1).uniform(0.5, 3.0, size=(len(x), 1)).astype(np.float32)
+    assert _same_grouping(kmeans_partition(scaled, n_parts=3, seed=0, backend="faiss", normalize=True), truth)
+    assert np.array_equal(p32, kmeans_partition(x, n_parts=3, seed=0, backend="faiss"))  # seeded
+
+
+@needs_faiss
+def test_kmeans_partition_of_a_float16_pool_makes_no_float32_copy_of_it():
+    import tracemalloc
+
+    from datadiet.methods.ingenious.submodular.partition import kmeans_partition
+
+    x16 = _blobs(600_000, 64, 4)[0].astype(np.float16)
+    f32_copy = x16.size * 4  # 154 MB: what converting the pool at once would allocate
+    tracemalloc.start()
+    try:
+        parts = kmeans_partition(x16, n_parts=4, seed=0, backend="faiss", normalize=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert parts.shape == (600_000,) and len(np.unique(parts)) == 4
+    assert peak < f32_copy / 3, (peak, f32_copy)  # chunks of 65,536 rows and int64 labels only
+
+
+def test_non_finite_rows_are_counted_across_chunks():
+    from datadiet.methods.ingenious.submodular._checks import check_embeddings
+
+    x = np.zeros((70_000, 2), dtype=np.float16)
+    x[5, 0], x[69_999, 1] = np.nan, np.inf  # one row in each 65,536-row chunk
+    with pytest.raises(ConfigError, match=r"2 row\(s\) hold NaN or inf"):
+        check_embeddings("embeddings", x, allow_float16=True)

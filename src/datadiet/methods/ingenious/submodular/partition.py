@@ -80,14 +80,32 @@ def _torch_kmeans(x: np.ndarray, init: np.ndarray, n_iter: int, block: int = 655
     return assign.numpy().astype(np.int64)
 
 
+#: FAISS k-means trains on at most this many rows per centroid (its own default, 256); above that we
+#: draw the training rows ourselves so that the pool is never converted to float32 as a whole.
+POINTS_PER_CENTROID = 256
+_CHUNK = 65_536  # rows converted to float32 (and normalised) at a time
+
+
+def _f32(x: np.ndarray, rows: np.ndarray | slice, normalize: bool) -> np.ndarray:
+    """Rows of ``x`` (float16 or float32) as C-contiguous float32, unit-norm with ``normalize``."""
+    c = np.array(x[rows], dtype=np.float32, order="C")  # always a copy: normalised in place
+    if normalize:
+        c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    return c
+
+
 def kmeans_partition(embeddings: np.ndarray, *, n_parts: int, seed: int, max_size: int | None = None,
-                     n_iter: int = 20, backend: str = "auto") -> np.ndarray:
+                     n_iter: int = 20, backend: str = "auto", normalize: bool = False) -> np.ndarray:
     """Pure: k-means clusters of the rows of ``embeddings`` as parts, clusters over ``max_size`` split.
 
     ``backend``: ``auto`` (FAISS if installed, else torch), ``faiss`` or ``torch``; the two give
-    different (equally valid) partitions, so a run records which one it used.
+    different (equally valid) partitions, so a run records which one it used. ``embeddings`` may be
+    float16 (storage) and ``normalize`` clusters the unit-norm rows (directions, for cosine). With
+    FAISS no float32 copy of the pool is made: above ``POINTS_PER_CENTROID * n_parts`` rows, k-means
+    trains on a seeded sample of that many rows (FAISS would subsample to the same size itself) and
+    every row is assigned to its nearest centre ``65,536`` rows at a time.
     """
-    x = check_embeddings("embeddings", embeddings)
+    x = check_embeddings("embeddings", embeddings, allow_float16=True)
     n = x.shape[0]
     n_parts = check_int("n_parts (at most the number of examples)", n_parts, min=1, max=n)
     seed = check_int("seed", seed, min=0)
@@ -98,15 +116,29 @@ def kmeans_partition(embeddings: np.ndarray, *, n_parts: int, seed: int, max_siz
     if n_parts == 1:
         labels = np.zeros(n, dtype=np.int64)
     else:
-        init = _kmeans_init(x, n_parts, seed)
         faiss = faiss_or_none(backend)
-        if faiss is not None:
+        m = POINTS_PER_CENTROID * n_parts
+        if faiss is not None and n > m:
+            rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+            train = _f32(x, rows, normalize)
+            init = _kmeans_init(train, n_parts, seed)
             km = faiss.Kmeans(x.shape[1], n_parts, niter=n_iter, seed=faiss_seed(seed), verbose=False,
-                              min_points_per_centroid=1)  # no "too few points" warning on stderr
-            km.train(x, init_centroids=init)
-            labels = km.index.search(x, 1)[1][:, 0].astype(np.int64)
+                              min_points_per_centroid=1, max_points_per_centroid=POINTS_PER_CENTROID)
+            km.train(train, init_centroids=init)
+            del train
+            labels = np.empty(n, dtype=np.int64)
+            for s in range(0, n, _CHUNK):
+                labels[s : s + _CHUNK] = km.index.search(_f32(x, slice(s, s + _CHUNK), normalize), 1)[1][:, 0]
         else:
-            labels = _torch_kmeans(x, init, n_iter)
+            x = _f32(x, slice(None), normalize) if (normalize or x.dtype != np.float32) else x
+            init = _kmeans_init(x, n_parts, seed)
+            if faiss is not None:
+                km = faiss.Kmeans(x.shape[1], n_parts, niter=n_iter, seed=faiss_seed(seed), verbose=False,
+                                  min_points_per_centroid=1)  # no "too few points" warning on stderr
+                km.train(x, init_centroids=init)
+                labels = km.index.search(x, 1)[1][:, 0].astype(np.int64)
+            else:
+                labels = _torch_kmeans(x, init, n_iter)
     return split_parts(labels, max_size=max_size, seed=seed)
 
 

@@ -204,12 +204,13 @@ def submodular_gains(
         parts = random_partition(n, n_parts=p, seed=seed)
         part_backend = "numpy"
     else:
-        px = x.astype(np.float32) if x.dtype != np.float32 else x
-        if metric == "cosine":  # cluster directions; skip the copy when the rows are unit-norm already
-            norms = np.linalg.norm(px, axis=1, keepdims=True)
-            if not np.allclose(norms, 1.0, atol=1e-3):
-                px = px / np.maximum(norms, 1e-12)
-        parts = kmeans_partition(px, n_parts=p, seed=seed, max_size=max_part_size, backend=backend)
+        # cluster directions for cosine; rows already unit-norm are clustered as they are (no float32
+        # copy of the pool: kmeans_partition converts rows chunk by chunk)
+        unit = metric != "cosine" or all(
+            np.allclose(np.linalg.norm(np.asarray(x[s : s + 65_536], dtype=np.float32), axis=1), 1.0, atol=1e-3)
+            for s in range(0, n, 65_536))
+        parts = kmeans_partition(x, n_parts=p, seed=seed, max_size=max_part_size, backend=backend,
+                                 normalize=not unit)
         part_backend = "faiss" if faiss_or_none(backend) is not None else "torch"
     partition_s = time.perf_counter() - t0
     members = part_members(parts)
