@@ -114,6 +114,16 @@ def test_help_of_every_subcommand(cmd, capsys):
             assert c.name in out
 
 
+def test_bench_help_names_every_builtin_suite(capsys):
+    from datadiet.bench.suite import builtin_suites
+
+    assert main(["bench", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    names = sorted(builtin_suites())
+    assert {"smoke", "regime_a", "regime_b", "demo_pick"} <= set(names)
+    assert f"a built-in suite ({', '.join(names)}) or a suite YAML file" in out
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "usage: datadiet" in capsys.readouterr().out
