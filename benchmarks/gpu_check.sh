@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regime A on a bare GPU machine within a short window (issue "evidence at scale", item 7): the suite
 # src/datadiet/bench/suites/regime_a_gpu.yaml (health_tweets, whole training split, one epoch, MiniLM bf16:
-# full, selective_backprop, loss_threshold, multistage_d30, each with its matched random_skip, ingenious
+# full, selective_backprop, loss_threshold, multistage_moving_d30, each with its matched random_skip, ingenious
 # and random_subset at 25%), seed 0 first, then seeds 1 and 2 while the time budget lasts.
 #
 # Prepare here once (writes .device/minilm/, git-ignored, ~34 MiB: MiniLM as bf16 byte planes, its tokenizer

@@ -115,6 +115,6 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "regime_a_gpu" / "results.jsonl").read_text().splitlines()]
     labels = {row["label"] for row in rows if row["status"] == "finished"}
-    assert len(labels) == 9 and {"multistage_d30", "ingenious_25", "random_skip@multistage_d30"} <= labels
+    assert len(labels) == 9 and {"multistage_moving_d30", "ingenious_25", "random_skip@multistage_moving_d30"} <= labels
     assert (out / "regime_a_gpu" / "report.md").exists() and "regime_a_gpu" in (out / "device.log").read_text()
     assert "minilm from" in (out / "device.log").read_text()
