@@ -25,6 +25,7 @@ Plans (each run in its own process, one after the other; ``--plan``):
     .venv/bin/python benchmarks/multistage_guard_repeat.py --plan unseeded --out benchmarks/results/multistage_guard_repeat
     .venv/bin/python benchmarks/multistage_guard_repeat.py --plan seeded --out benchmarks/results/multistage_guard_seeded
     .venv/bin/python benchmarks/multistage_guard_repeat.py --plan moving --out benchmarks/results/multistage_guard_moving
+    .venv/bin/python benchmarks/multistage_guard_repeat.py --plan moving --seeds 0 1 2 3 4 5 --out benchmarks/results/multistage_guard_moving
 
 Resumable: a run whose finished record exists in ``OUT/runs/NAME`` is not redone.
 """
@@ -73,10 +74,14 @@ PLANS = {  # (name, threads, overrides); "sS/NAME" runs with seed S (default 0);
         ("noguard_A2", 2, D30 + ["method.params.guard=false"]),  # the same config as noguard_A, rerun
     ],
     # stage 1 with the paper's frozen tau is what loses to random above; tau following the loss instead
-    "moving": [(f"s{s}/{m}" if s else m, 2, ov) for s in (0, 1, 2) for m, ov in (
-        ("moving_guard_A", MOVING + ["method.params.guard=true"]),
-        ("random_skip@moving_guard_A", ["method.name=random_skip"]))],
+    "moving": None,  # built by _moving(seeds): --seeds, default 0 1 2
 }
+
+
+def _moving(seeds):
+    return [(f"s{s}/{m}" if s else m, 2, ov) for s in seeds for m, ov in (
+        ("moving_guard_A", MOVING + ["method.params.guard=true"]),
+        ("random_skip@moving_guard_A", ["method.name=random_skip"]))]
 
 
 def variant(name: str) -> tuple[int, bool]:
@@ -135,6 +140,8 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=10000)
     ap.add_argument("--max-test", type=int, default=2000)
     ap.add_argument("--plan", choices=sorted(PLANS), default="seeded")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="seeds of the moving plan (default 0 1 2); runs already in OUT are kept and summarised")
     ap.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     ap.add_argument("--run-threads", type=int, default=None,
@@ -146,7 +153,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    runs = PLANS[a.plan]
+    runs = PLANS[a.plan] if a.plan != "moving" else _moving(sorted(set(a.seeds)))
     for name, threads, ov in runs:
         threads = a.run_threads or threads
         if record_of(out, name) is not None:
@@ -169,7 +176,8 @@ def main() -> None:
     summary = {"started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                "machine": platform.node() and "vm", "processor": platform.processor() or "AMD EPYC",
                "torch": torch.__version__, "n_train": a.max_train, "n_test": a.max_test,
-               "command": f"benchmarks/multistage_guard_repeat.py --plan {a.plan} --out {a.out}",
+               "command": f"benchmarks/multistage_guard_repeat.py --plan {a.plan}"
+               + (f" --seeds {' '.join(map(str, sorted(set(a.seeds))))}" if a.plan == "moving" else "") + f" --out {a.out}",
                "plan": a.plan, "runs": {name: figures(record_of(out, name)) for name, _, _ in runs if record_of(out, name)}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
