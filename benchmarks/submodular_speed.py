@@ -48,14 +48,15 @@ def _set_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
-def _mixture(n: int, d: int, n_clusters: int, spread: float, seed: int, chunk: int = 100_000):
-    """L2-normalised points around ``n_clusters`` random centres (float32, built in chunks)."""
+def _mixture(n: int, d: int, n_clusters: int, spread: float, seed: int, chunk: int = 100_000, dtype: str = "float32"):
+    """L2-normalised points around ``n_clusters`` random centres (built in float32 chunks and stored as
+    ``dtype``: with float16 the same values as converting the float32 pool, without ever holding it)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_clusters, d), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = np.empty((n, d), dtype=np.float32)
+    x = np.empty((n, d), dtype=dtype)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         lab = rng.integers(0, n_clusters, e - s)
@@ -266,14 +267,13 @@ def section_sparse(args) -> dict:
     from datadiet.methods.ingenious.submodular import submodular_gains, subset_from_gains
 
     t = time.perf_counter()
-    x = _mixture(args.sparse_n, args.d, args.sparse_clusters, args.spread, args.seed)
+    # float16 pools are generated as float16 (chunk by chunk), so the peak below is the selection's own
+    x = _mixture(args.sparse_n, args.d, args.sparse_clusters, args.spread, args.seed,
+                 dtype="float16" if args.float16 else "float32")
     res: dict = {"n": args.sparse_n, "d": args.d, "fraction": args.sparse_fraction, "knn": args.knn,
                  "part_size": args.part_size, "partition": "kmeans", "greedy_fraction": args.greedy_fraction,
                  "sampling": args.sampling, "threads": args.threads, "data_s": time.perf_counter() - t,
-                 "embeddings_mb": x.nbytes / 2**20, "rss_before_mb": _rss_mb()}
-    if args.float16:
-        x = x.astype("float16")
-        res["embeddings_mb"] = x.nbytes / 2**20
+                 "embeddings_mb": x.nbytes / 2**20, "rss_before_mb": _rss_mb(), "embeddings_dtype": str(x.dtype)}
     res["knn_search"] = args.knn_search
     if args.knn_search == "faiss_ivf":
         res.update(nprobe=args.nprobe, train_per_list=args.train_per_list, ivf_storage=args.ivf_storage)
