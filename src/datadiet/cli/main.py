@@ -288,17 +288,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _builtin_suite_names() -> list[str]:
-    """The names of the suites shipped in ``datadiet.bench/suites`` (read from the package, nothing imported)."""
-    import importlib.resources
-
-    root = importlib.resources.files("datadiet.bench") / "suites"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
 def _add_bench(p: argparse.ArgumentParser) -> None:
+    from ..bench.suite import builtin_suites  # light: the suite file reader, no harness
+
     p.add_argument("--suite", required=True, metavar="NAME_OR_FILE",
-                   help=f"a built-in suite ({', '.join(_builtin_suite_names())}) or a suite YAML file")
+                   help=f"a built-in suite ({', '.join(sorted(builtin_suites()))}) or a suite YAML file")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (rerun the same command to resume)")
     p.add_argument("--set", "-s", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override the suite's base config, e.g. train.epochs=1")

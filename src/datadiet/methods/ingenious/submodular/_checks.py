@@ -29,11 +29,23 @@ def check_embeddings(name: str, x: Any, *, allow_float16: bool = False) -> np.nd
         raise ConfigError(f"{name} must hold numbers, got dtype {a.dtype}")
     keep16 = allow_float16 and a.dtype == np.float16
     a = np.ascontiguousarray(a, dtype=np.float16 if keep16 else np.float32)
-    step = 65_536  # rows checked at a time: no n x d temporary for a pool of millions
-    if not all(np.isfinite(a[s : s + step]).all() for s in range(0, a.shape[0], step)):
-        bad = sum(int((~np.isfinite(a[s : s + step])).any(axis=1).sum()) for s in range(0, a.shape[0], step))
+    # checked CHUNK rows at a time: no n x d temporary for a pool of millions
+    if not all(np.isfinite(a[s : s + CHUNK]).all() for s in range(0, a.shape[0], CHUNK)):
+        bad = sum(int((~np.isfinite(a[s : s + CHUNK])).any(axis=1).sum()) for s in range(0, a.shape[0], CHUNK))
         raise ConfigError(f"{name} must be finite; {bad} row(s) hold NaN or inf (drop or re-embed those examples)")
     return a
+
+
+#: rows converted to float32 (and normalised) at a time, so a pool of millions is never copied whole
+CHUNK = 65_536
+
+
+def f32_rows(x: np.ndarray, rows: np.ndarray | slice, *, normalize: bool) -> np.ndarray:
+    """Rows of ``x`` (float16 or float32) as a new C-contiguous float32 array, unit-norm with ``normalize``."""
+    c = np.array(x[rows], dtype=np.float32, order="C")  # always a copy: normalised in place
+    if normalize:
+        c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    return c
 
 
 def check_square_kernel(name: str, k: Any) -> np.ndarray:

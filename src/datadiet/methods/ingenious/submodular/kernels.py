@@ -30,7 +30,7 @@ import torch
 
 from ...._validate import check_choice, check_float, check_int
 from ....errors import ConfigError
-from ._checks import BACKENDS, check_embeddings, check_square_kernel, faiss_or_none, faiss_seed
+from ._checks import BACKENDS, CHUNK, check_embeddings, check_square_kernel, f32_rows, faiss_or_none, faiss_seed
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def knn_kernel(
 KNN_SEARCHES = ("exact_per_part", "faiss_ivf", "faiss_hnsw")
 IVF_STORAGES = ("flat", "fp16", "sq8")
 _ANN_INDEXES = ("ivf", "hnsw")
-_CHUNK = 65_536  # rows converted to float32 (and normalised) at a time
+_CHUNK = CHUNK
 
 
 def _require_faiss() -> object:
@@ -255,10 +255,7 @@ def _require_faiss() -> object:
 
 def _f32_rows(x: np.ndarray, s: int, e: int, metric: str) -> np.ndarray:
     """Rows ``s:e`` of ``x`` (float16 or float32) as C-contiguous float32, unit-norm for cosine."""
-    c = np.ascontiguousarray(x[s:e], dtype=np.float32)
-    if metric == "cosine":
-        c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    return np.ascontiguousarray(c, dtype=np.float32)
+    return f32_rows(x, slice(s, e), normalize=metric == "cosine")
 
 
 def check_ivf_storage(ivf_storage: object, index: str) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ...._validate import check_choice, check_int
-from ._checks import BACKENDS, check_embeddings, faiss_or_none, faiss_seed
+from ._checks import BACKENDS, CHUNK, check_embeddings, f32_rows, faiss_or_none, faiss_seed
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,6 @@ def _torch_kmeans(x: np.ndarray, init: np.ndarray, n_iter: int, block: int = 655
 #: FAISS k-means trains on at most this many rows per centroid (its own default, 256); above that we
 #: draw the training rows ourselves so that the pool is never converted to float32 as a whole.
 POINTS_PER_CENTROID = 256
-_CHUNK = 65_536  # rows converted to float32 (and normalised) at a time
-
-
-def _f32(x: np.ndarray, rows: np.ndarray | slice, normalize: bool) -> np.ndarray:
-    """Rows of ``x`` (float16 or float32) as C-contiguous float32, unit-norm with ``normalize``."""
-    c = np.array(x[rows], dtype=np.float32, order="C")  # always a copy: normalised in place
-    if normalize:
-        c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    return c
 
 
 def kmeans_partition(embeddings: np.ndarray, *, n_parts: int, seed: int, max_size: int | None = None,
@@ -117,28 +108,24 @@ def kmeans_partition(embeddings: np.ndarray, *, n_parts: int, seed: int, max_siz
         labels = np.zeros(n, dtype=np.int64)
     else:
         faiss = faiss_or_none(backend)
-        m = POINTS_PER_CENTROID * n_parts
-        if faiss is not None and n > m:
-            rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
-            train = _f32(x, rows, normalize)
-            init = _kmeans_init(train, n_parts, seed)
+        big = faiss is not None and n > POINTS_PER_CENTROID * n_parts
+        rows = (np.sort(np.random.default_rng(seed).choice(n, size=POINTS_PER_CENTROID * n_parts, replace=False))
+                if big else slice(None))
+        as_is = not big and x.dtype == np.float32 and not normalize  # the rows need no conversion
+        train = x if as_is else f32_rows(x, rows, normalize=normalize)
+        init = _kmeans_init(train, n_parts, seed)
+        if faiss is None:
+            labels = _torch_kmeans(train, init, n_iter)
+        else:
             km = faiss.Kmeans(x.shape[1], n_parts, niter=n_iter, seed=faiss_seed(seed), verbose=False,
-                              min_points_per_centroid=1, max_points_per_centroid=POINTS_PER_CENTROID)
+                              min_points_per_centroid=1,  # no "too few points" warning on stderr
+                              max_points_per_centroid=POINTS_PER_CENTROID)
             km.train(train, init_centroids=init)
             del train
-            labels = np.empty(n, dtype=np.int64)
-            for s in range(0, n, _CHUNK):
-                labels[s : s + _CHUNK] = km.index.search(_f32(x, slice(s, s + _CHUNK), normalize), 1)[1][:, 0]
-        else:
-            x = _f32(x, slice(None), normalize) if (normalize or x.dtype != np.float32) else x
-            init = _kmeans_init(x, n_parts, seed)
-            if faiss is not None:
-                km = faiss.Kmeans(x.shape[1], n_parts, niter=n_iter, seed=faiss_seed(seed), verbose=False,
-                                  min_points_per_centroid=1)  # no "too few points" warning on stderr
-                km.train(x, init_centroids=init)
-                labels = km.index.search(x, 1)[1][:, 0].astype(np.int64)
-            else:
-                labels = _torch_kmeans(x, init, n_iter)
+            labels = np.empty(n, dtype=np.int64)  # assigned CHUNK rows at a time
+            for s in range(0, n, CHUNK):  # each converted chunk is freed before the next is made
+                labels[s : s + CHUNK] = km.index.search(
+                    x[s : s + CHUNK] if as_is else f32_rows(x, slice(s, s + CHUNK), normalize=normalize), 1)[1][:, 0]
     return split_parts(labels, max_size=max_size, seed=seed)
 
 

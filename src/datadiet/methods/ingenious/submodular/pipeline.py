@@ -24,7 +24,7 @@ import numpy as np
 from ...._validate import check_choice, check_float, check_fraction, check_int
 from ....errors import ConfigError
 from ....core.selection import Selection
-from ._checks import BACKENDS, check_embeddings, faiss_or_none
+from ._checks import BACKENDS, CHUNK, check_embeddings, faiss_or_none
 from .functions import OBJECTIVES
 from .greedy import OPTIMIZERS, greedy_maximize, stochastic_sample_size
 from .kernels import (IVF_STORAGES, KNN_SEARCHES, METRICS, SparseKernel, _csr_from_topk, ann_knn_graph, dense_kernel,
@@ -207,8 +207,8 @@ def submodular_gains(
         # cluster directions for cosine; rows already unit-norm are clustered as they are (no float32
         # copy of the pool: kmeans_partition converts rows chunk by chunk)
         unit = metric != "cosine" or all(
-            np.allclose(np.linalg.norm(np.asarray(x[s : s + 65_536], dtype=np.float32), axis=1), 1.0, atol=1e-3)
-            for s in range(0, n, 65_536))
+            np.allclose(np.linalg.norm(np.asarray(x[s : s + CHUNK], dtype=np.float32), axis=1), 1.0, atol=1e-3)
+            for s in range(0, n, CHUNK))
         parts = kmeans_partition(x, n_parts=p, seed=seed, max_size=max_part_size, backend=backend,
                                  normalize=not unit)
         part_backend = "faiss" if faiss_or_none(backend) is not None else "torch"
