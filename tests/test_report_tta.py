@@ -242,3 +242,27 @@ def test_bench_smoke_cells_report_time_to_accuracy(tmp_path):
     t, _ = cell_curve(sub)
     assert t[0] == pytest.approx(sub["selection_s"] + sub["curve"]["train_s"][0])
     assert not math.isinf(t[-1])
+
+
+def test_a_run_that_asked_for_a_curve_but_ended_before_its_first_evaluation_has_its_final_point():
+    # a skipping method with fewer optimizer steps than train.eval_every: the record's curve is empty
+    r = _row("multistage", 0, 0.95, sel=1.0, train=399.0)
+    rec = {"metric": "accuracy", "config": {"train": {"eval_every": 300}}, "curve": []}
+    assert cell_curve(r, rec) == ([400.0], [0.95])
+    # without train.eval_every (no curve asked for) it still has none, and so has a record without a config
+    assert cell_curve(r, {"metric": "accuracy", "config": {"train": {"eval_every": None}}, "curve": []}) is None
+    assert cell_curve(r, {"curve": []}) is None
+    # and an unfinished line (no final value) has nothing to show
+    assert cell_curve(_row("multistage", 0, None, train=None), rec) is None
+
+
+def test_time_to_accuracy_counts_a_final_point_only_cell_as_not_reached_or_reached():
+    full = _row("full", 0, 0.97, train=1800.0, times=[300.0, 600.0], values=[0.94, 0.95])
+    lo = _row("multistage", 0, 0.95, train=400.0)
+    hi = _row("loss_threshold", 0, 0.968, train=800.0)
+    rec = {"metric": "accuracy", "config": {"train": {"eval_every": 300}}, "curve": []}
+    out = {x["label"]: x for x in time_to_accuracy({"full": [full], "multistage": [lo], "loss_threshold": [hi]}, "full",
+                                                    higher_is_better=True, records={id(lo): rec, id(hi): rec})}
+    assert out["multistage"]["reached"] == 0 and out["multistage"]["median_time_s"] is None
+    assert out["loss_threshold"]["reached"] == 1 and out["loss_threshold"]["median_time_s"] == 800.0
+    assert abs(out["loss_threshold"]["median_ratio"] - 800.0 / 1800.0) < 1e-12

@@ -107,25 +107,37 @@ def cell_curve(row: dict[str, Any], record: dict[str, Any] | None = None) -> tup
     The curve comes from the ``results.jsonl`` line (``row["curve"]``, written by the harness) or,
     for older lines, from the run record's ``curve``. Times are ``selection_s`` + each point's
     cumulative training seconds; the final point is (``selection_s + train_s``, ``value``). None when
-    the cell has no curve point with a training time: it has no time-to-accuracy.
+    the cell has no curve point with a training time: it has no time-to-accuracy. Exception: a run that
+    asked for a learning curve (its record's ``train.eval_every``) but ended before the first
+    evaluation (a skipping method takes few optimizer steps) has its final evaluation as its only point.
     """
     c = row.get("curve")
     if not (isinstance(c, dict) and isinstance(c.get("train_s"), list) and isinstance(c.get("value"), list)):
         c = compact_curve((record or {}).get("curve"), row.get("metric") or (record or {}).get("metric"))
-    if not c or len(c["train_s"]) != len(c["value"]):
+    if c is None and _asked_for_curve_but_got_none(record):
+        c = {"train_s": [], "value": []}
+    if c is None or len(c["train_s"]) != len(c["value"]):
         return None
     timings = (record or {}).get("timings") or {}
     sel = _num(row.get("selection_s"))
     sel = _num(timings.get("selection_s")) if sel is None else sel
     sel = sel or 0.0
     pts = [(sel + _num(t), _num(v)) for t, v in zip(c["train_s"], c["value"]) if _num(t) is not None]
-    if not pts:
-        return None
     train_s, final = _num(row.get("train_s")), _num(row.get("value"))
-    if train_s is not None and final is not None and sel + train_s >= pts[-1][0]:
+    if not pts and (train_s is None or final is None):
+        return None
+    if train_s is not None and final is not None and (not pts or sel + train_s >= pts[-1][0]):
         pts.append((sel + train_s, final))
     pts.sort(key=lambda p: p[0])
     return [t for t, _ in pts], [v for _, v in pts]
+
+
+def _asked_for_curve_but_got_none(record: dict[str, Any] | None) -> bool:
+    """A run record whose config set ``train.eval_every`` and whose curve is an empty list."""
+    if not isinstance(record, dict) or record.get("curve") != []:
+        return False
+    train = (record.get("config") or {}).get("train") or {}
+    return isinstance(train, dict) and bool(train.get("eval_every"))
 
 
 def _median_inf(xs: Sequence[float]) -> float | None:
