@@ -9,6 +9,7 @@ import pytest
 from datadiet.bench.harness import RESULTS, read_results, realised_skip_rate, run_suite
 from datadiet.bench.suite import load_suite, parse_suite
 from datadiet.errors import DataDietError
+from datadiet.records import cpu_model
 from datadiet.runner import run
 
 
@@ -79,6 +80,7 @@ def test_interrupted_suite_resumes_without_rerunning_or_losing_finished_cells(tm
     assert statuses["rotten_tomatoes/full/s1"] == "finished"  # the interrupted cell was redone
     assert len(calls) == 3  # only the three unfinished seed-1 cells ran
     assert len(rows) == 6 and all(r["status"] == "finished" for r in rows)
+    assert {r["cpu"] for r in rows} == {cpu_model()}  # the machine goes with every figure
     final = read_results(tmp_path)
     for r in first[:2]:  # finished results were kept unchanged
         assert r in final

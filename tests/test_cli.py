@@ -81,7 +81,7 @@ def test_train_causal_lm_from_a_local_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, expect",
     [
-        (["env"], ["torch", "threads", "accelerator"]),
+        (["env"], ["torch", "threads", "cpu", "accelerator"]),
         (["datasets"], ["rotten_tomatoes", "austen", "CSV/TSV/JSONL/Parquet", "hub"]),
         (["models"], ["minilm", "smollm2-135m", "tiny-bert"]),
         (["methods"], ["full", "random_subset", "random_skip", "mechanism", "saves", "fraction=0.5"]),

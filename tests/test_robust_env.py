@@ -347,3 +347,34 @@ def test_a_path_error_no_check_caught_is_still_one_line(capsys, monkeypatch, exc
     monkeypatch.setattr(datadiet.records, "env_info", boom)
     line = cli_error(capsys, ["env"])
     assert exc.filename in line and "check the path" in line, line
+
+
+def test_cpu_model_reads_cpuinfo_and_falls_back(monkeypatch):
+    """The CPU goes into every record (wall-clock depends on it): the model name with its spacing
+    normalised, else ``platform.processor()``, else None; a missing ``/proc/cpuinfo`` is no error."""
+    import builtins
+    import io
+
+    import datadiet.records as records
+
+    real_open = builtins.open
+
+    def fake(text):
+        def opener(path, *a, **kw):
+            if str(path) == "/proc/cpuinfo":
+                if text is None:
+                    raise FileNotFoundError(2, "No such file or directory", path)
+                return io.StringIO(text)
+            return real_open(path, *a, **kw)
+        return opener
+
+    monkeypatch.setattr(builtins, "open", fake("processor\t: 0\nmodel name\t:  Intel(R)   Xeon(R) Processor\n"))
+    assert records.cpu_model() == "Intel(R) Xeon(R) Processor"
+    assert records.env_info()["cpu"] == "Intel(R) Xeon(R) Processor"
+    monkeypatch.setattr(records.platform, "processor", lambda: "arm")
+    monkeypatch.setattr(builtins, "open", fake("processor\t: 0\nmodel name\t:   \n"))
+    assert records.cpu_model() == "arm"  # an empty model name is no name
+    monkeypatch.setattr(builtins, "open", fake(None))
+    assert records.cpu_model() == "arm"
+    monkeypatch.setattr(records.platform, "processor", lambda: "")
+    assert records.cpu_model() is None

@@ -19,8 +19,26 @@ RECORD = "record.json"
 log = logging.getLogger(__name__)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``), or None.
+
+    Noted with every figure because wall-clock depends on it: two sessions of one project may run on
+    different CPUs, and a speed-up is only a speed-up between runs on the same one.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name") and ":" in line:
+                    name = " ".join(line.split(":", 1)[1].split())
+                    if name:
+                        return name
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def env_info() -> dict[str, Any]:
-    """Versions, threads and device: noted with every figure."""
+    """Versions, threads, CPU and device: noted with every figure."""
     import torch
 
     info: dict[str, Any] = {
@@ -28,6 +46,7 @@ def env_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),

@@ -69,6 +69,7 @@ def result_row(suite: Suite, cell: Cell, record: dict[str, Any], run_dir: str) -
         "run_dir": run_dir,
         "torch": env.get("torch"),
         "threads": env.get("torch_threads"),
+        "cpu": env.get("cpu"),
         "device": env.get("device"),
         "finished_at": record.get("finished"),
         **({} if guard is None else {"guard": guard}),

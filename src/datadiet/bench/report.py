@@ -694,11 +694,34 @@ def _uniq(rows: Iterable[dict[str, Any]], key: str) -> list[str]:
 def _machine(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     items = [("torch", ", ".join(_uniq(rows, "torch")) or DASH),
              ("threads", ", ".join(_uniq(rows, "threads")) or DASH),
-             ("device", ", ".join(_uniq(rows, "device")) or DASH),
-             ("models", ", ".join(_uniq(rows, "model")) or DASH)]
+             ("device", ", ".join(_uniq(rows, "device")) or DASH)]
+    items += _cpu_items(rows)
+    items.append(("models", ", ".join(_uniq(rows, "model")) or DASH))
     fin = sorted(_uniq(rows, "finished_at"))
     if fin:
         items.append(("runs finished", fin[0] if len(fin) == 1 else f"{fin[0]} … {fin[-1]}"))
+    return items
+
+
+MIXED_MACHINES = ("these cells ran on more than one CPU (or some on one not recorded), and a speed-up is a "
+                  "ratio of medians over seeds, so it mixes machines: compare wall-clock only between cells "
+                  "that ran on one CPU")
+
+
+def _cpu_items(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The header's CPU line, and a warning when the cells' wall-clock comes from several CPUs.
+
+    Nothing for results written before the CPU was recorded (no row names one), so older reports
+    regenerate unchanged.
+    """
+    cpus = _uniq(rows, "cpu")
+    if not cpus:
+        return []
+    missing = sum(1 for r in rows if r.get("cpu") in (None, ""))
+    txt = ", ".join(cpus) + (f"; not recorded for {missing} of {len(rows)} cells" if missing else "")
+    items = [("cpu", txt)]
+    if len(cpus) > 1 or missing:
+        items.append(("wall-clock", MIXED_MACHINES))
     return items
 
 
@@ -707,7 +730,7 @@ HOW_TO_READ = [
     "Wall-clock is everything the method costs: selection (scoring, pruning) plus training including the "
     "per-batch filtering; evaluation is not included.",
     "Speed-up vs full = median wall-clock of `full` / median wall-clock of the method, both measured in the "
-    "same suite run on the same machine; fractions are ratios of medians of examples backpropagated / forwarded.",
+    "same suite on the same machine (the header's cpu line warns where cells ran on several); fractions are ratios of medians of examples backpropagated / forwarded.",
     "Δ vs full = method median − full median, sign as is: for accuracy positive is better, for perplexity "
     "negative is better.",
     "Noise floor (± beside Δ vs full): the seed-to-seed spread of `full`, half the min-max range of its quality "

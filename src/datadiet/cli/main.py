@@ -234,6 +234,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         ("datasets", info.get("datasets") or "not installed"),
         ("numpy", info.get("numpy")),
         ("cpus", info.get("cpu_count")),
+        ("cpu", info.get("cpu") or "unknown"),
         ("torch threads", info.get("torch_threads")),
         ("accelerator", accel),
     ]
