@@ -730,7 +730,8 @@ HOW_TO_READ = [
     "Wall-clock is everything the method costs: selection (scoring, pruning) plus training including the "
     "per-batch filtering; evaluation is not included.",
     "Speed-up vs full = median wall-clock of `full` / median wall-clock of the method, both measured in the "
-    "same suite on the same machine (the header's cpu line warns where cells ran on several); fractions are ratios of medians of examples backpropagated / forwarded.",
+    "same suite on the same machine (the header's cpu line warns where cells ran on several); fractions are "
+    "ratios of medians of examples backpropagated / forwarded.",
     "Δ vs full = method median − full median, sign as is: for accuracy positive is better, for perplexity "
     "negative is better.",
     "Noise floor (± beside Δ vs full): the seed-to-seed spread of `full`, half the min-max range of its quality "
