@@ -172,31 +172,25 @@ def test_write_report_without_finished_rows(tmp_path):
         write_report(tmp_path / "missing")
 
 
-def _write_rows(d, rows):
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return d
-
-
 def test_report_names_the_cpu_and_warns_when_wall_clock_mixes_machines(tmp_path):
     amd, intel = "AMD EPYC 7B13", "Intel(R) Xeon(R) Processor"
+    for name in ("old", "one", "two", "part"):
+        (tmp_path / name).mkdir()
     # results written before the CPU was recorded: no cpu line, no warning (older reports regenerate unchanged)
-    md, _ = write_report(_write_rows(tmp_path / "old", [_row("rt", "full", 0, 0.8, 100.0, 10, 10, 1)]))
-    assert "- cpu:" not in md.read_text() and "more than one CPU" not in md.read_text()
+    text = _md_for(tmp_path / "old", [_row("rt", "full", 0, 0.8, 100.0, 10, 10, 1)])
+    assert "- cpu:" not in text and "more than one CPU" not in text
     # one CPU for every cell: named, no warning, in both the markdown and the page
-    md, page = write_report(_write_rows(tmp_path / "one", [_row("rt", "full", s, 0.8, 100.0, 10, 10, 1, cpu=amd)
-                                                          for s in (0, 1)]))
-    assert f"- cpu: {amd}\n" in md.read_text() and "more than one CPU" not in md.read_text()
-    assert amd in page.read_text()
+    text = _md_for(tmp_path / "one", [_row("rt", "full", s, 0.8, 100.0, 10, 10, 1, cpu=amd) for s in (0, 1)])
+    assert f"- cpu: {amd}\n" in text and "more than one CPU" not in text
+    assert amd in (tmp_path / "one" / "report.html").read_text()
     # two CPUs: both named and the speed-up flagged as mixing machines
-    md, page = write_report(_write_rows(tmp_path / "two", [_row("rt", "full", 0, 0.8, 100.0, 10, 10, 1, cpu=amd),
-                                                          _row("rt", "full", 1, 0.8, 70.0, 10, 10, 1, cpu=intel)]))
-    text = md.read_text()
-    assert f"- cpu: {amd}, {intel}\n" in text and "more than one CPU" in text and "more than one CPU" in page.read_text()
+    text = _md_for(tmp_path / "two", [_row("rt", "full", 0, 0.8, 100.0, 10, 10, 1, cpu=amd),
+                                      _row("rt", "full", 1, 0.8, 70.0, 10, 10, 1, cpu=intel)])
+    assert f"- cpu: {amd}, {intel}\n" in text and "more than one CPU" in text
+    assert "more than one CPU" in (tmp_path / "two" / "report.html").read_text()
     # some cells recorded, some not: counted, and flagged too
-    md, _ = write_report(_write_rows(tmp_path / "part", [_row("rt", "full", 0, 0.8, 100.0, 10, 10, 1),
-                                                        _row("rt", "full", 1, 0.8, 70.0, 10, 10, 1, cpu=intel)]))
-    text = md.read_text()
+    text = _md_for(tmp_path / "part", [_row("rt", "full", 0, 0.8, 100.0, 10, 10, 1),
+                                       _row("rt", "full", 1, 0.8, 70.0, 10, 10, 1, cpu=intel)])
     assert f"- cpu: {intel}; not recorded for 1 of 2 cells" in text and "more than one CPU" in text
 
 

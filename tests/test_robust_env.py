@@ -349,32 +349,19 @@ def test_a_path_error_no_check_caught_is_still_one_line(capsys, monkeypatch, exc
     assert exc.filename in line and "check the path" in line, line
 
 
-def test_cpu_model_reads_cpuinfo_and_falls_back(monkeypatch):
+def test_cpu_model_reads_cpuinfo_and_falls_back(monkeypatch, tmp_path):
     """The CPU goes into every record (wall-clock depends on it): the model name with its spacing
     normalised, else ``platform.processor()``, else None; a missing ``/proc/cpuinfo`` is no error."""
-    import builtins
-    import io
-
     import datadiet.records as records
 
-    real_open = builtins.open
-
-    def fake(text):
-        def opener(path, *a, **kw):
-            if str(path) == "/proc/cpuinfo":
-                if text is None:
-                    raise FileNotFoundError(2, "No such file or directory", path)
-                return io.StringIO(text)
-            return real_open(path, *a, **kw)
-        return opener
-
-    monkeypatch.setattr(builtins, "open", fake("processor\t: 0\nmodel name\t:  Intel(R)   Xeon(R) Processor\n"))
+    assert records.read_cpuinfo(tmp_path / "no-cpuinfo") == ""  # unreadable: no error, no text
+    info = "processor\t: 0\nmodel name\t:  Intel(R)   Xeon(R) Processor\n"
+    assert records.cpu_model(info) == "Intel(R) Xeon(R) Processor"
+    monkeypatch.setattr(records, "read_cpuinfo", lambda: info)
     assert records.cpu_model() == "Intel(R) Xeon(R) Processor"
     assert records.env_info()["cpu"] == "Intel(R) Xeon(R) Processor"
     monkeypatch.setattr(records.platform, "processor", lambda: "arm")
-    monkeypatch.setattr(builtins, "open", fake("processor\t: 0\nmodel name\t:   \n"))
-    assert records.cpu_model() == "arm"  # an empty model name is no name
-    monkeypatch.setattr(builtins, "open", fake(None))
-    assert records.cpu_model() == "arm"
+    assert records.cpu_model("processor\t: 0\nmodel name\t:   \n") == "arm"  # an empty model name is no name
+    assert records.cpu_model("") == "arm"
     monkeypatch.setattr(records.platform, "processor", lambda: "")
-    assert records.cpu_model() is None
+    assert records.cpu_model("") is None

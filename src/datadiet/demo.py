@@ -68,10 +68,9 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU executes bf16 natively (x86 AVX512-BF16 or AMX-BF16, read from /proc/cpuinfo's
     flags; ``cpuinfo`` gives that text instead). False where it cannot be told (no /proc/cpuinfo)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False
+        from .records import read_cpuinfo
+
+        cpuinfo = read_cpuinfo()
     flags = set()
     for line in cpuinfo.splitlines():
         if line.startswith(("flags", "Features")):

@@ -19,21 +19,26 @@ RECORD = "record.json"
 log = logging.getLogger(__name__)
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``), or None.
+def read_cpuinfo(path: str | Path = "/proc/cpuinfo") -> str:
+    """The text of ``/proc/cpuinfo`` (Linux), or "" where it cannot be read: the one reader of it."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_model(cpuinfo: str | None = None) -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``'s, ``cpuinfo`` gives that text instead), else
+    ``platform.processor()``, or None.
 
     Noted with every figure because wall-clock depends on it: two sessions of one project may run on
     different CPUs, and a speed-up is only a speed-up between runs on the same one.
     """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name") and ":" in line:
-                    name = " ".join(line.split(":", 1)[1].split())
-                    if name:
-                        return name
-    except OSError:
-        pass
+    for line in (read_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        if line.lower().startswith("model name") and ":" in line:
+            name = " ".join(line.split(":", 1)[1].split())
+            if name:
+                return name
     return platform.processor() or None
 
 
