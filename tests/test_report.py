@@ -194,6 +194,29 @@ def test_report_names_the_cpu_and_warns_when_wall_clock_mixes_machines(tmp_path)
     assert f"- cpu: {intel}; not recorded for 1 of 2 cells" in text and "more than one CPU" in text
 
 
+def test_speedup_pairs_seeds_on_the_same_cpu_when_cells_span_machines(tmp_path):
+    amd, intel = "AMD EPYC 7B13", "Intel(R) Xeon(R) Processor"
+    rows = [_row("rt", "full", 0, 0.8, 100.0, 10, 10, 1, cpu=amd), _row("rt", "full", 1, 0.8, 120.0, 10, 10, 1, cpu=amd),
+            _row("rt", "full", 2, 0.8, 70.0, 10, 10, 1, cpu=intel),
+            # m: seed 0 pairs (100/50), seed 1 ran on Intel against full's AMD (no pair), seed 2 pairs (70/28)
+            _row("rt", "m", 0, 0.8, 50.0, 5, 10, 1, cpu=amd), _row("rt", "m", 1, 0.8, 40.0, 5, 10, 1, cpu=intel),
+            _row("rt", "m", 2, 0.8, 28.0, 5, 10, 1, cpu=intel),
+            _row("rt", "lone", 1, 0.8, 30.0, 5, 10, 1, cpu=intel),  # no seed on full's CPU: no speed-up
+            _row("other", "full", 0, 0.8, 100.0, 10, 10, 1, cpu=amd), _row("other", "full", 1, 0.8, 120.0, 10, 10, 1, cpu=amd),
+            _row("other", "m", 0, 0.8, 40.0, 5, 10, 1, cpu=amd)]  # one CPU in the comparison: ratio of medians
+    by = {(s["dataset"], s["label"]): s for s in summarize(rows)}
+    m = by[("rt", "m")]
+    assert m["speedup_vs_full"] == pytest.approx((2.0 + 2.5) / 2) and m["speedup_paired_seeds"] == 2
+    assert 100.0 / 40.0 != pytest.approx(m["speedup_vs_full"])  # the ratio of medians it replaces
+    assert by[("rt", "full")]["speedup_vs_full"] == pytest.approx(1.0) and by[("rt", "full")]["speedup_paired_seeds"] == 3
+    assert by[("rt", "lone")]["speedup_vs_full"] is None and by[("rt", "lone")]["speedup_paired_seeds"] == 0
+    o = by[("other", "m")]
+    assert o["speedup_vs_full"] == pytest.approx(110.0 / 40.0) and o["speedup_paired_seeds"] is None
+    text = _md_for(tmp_path, rows)
+    assert "| 2.25x (2 paired) |" in text and "| — (0 paired) |" in text and "| 2.75x |" in text
+    assert "'n paired'" in text
+
+
 def test_paired_test_against_full_by_seed(tmp_path):
     # perplexity (lower is better): igf beats full on 6 of 7 seeds; the 7th seed of full is missing for igf
     full = [30.0, 31.0, 29.5, 30.5, 32.0, 30.2, 29.9, 31.1]

@@ -129,6 +129,25 @@ def test_not_reached_on_most_seeds_is_not_reached_and_unpaired_seeds_do_not_coun
     assert "random_skip" not in out
 
 
+def test_time_to_accuracy_pairs_a_seed_only_on_the_same_cpu():
+    amd, intel = "AMD EPYC 7B13", "Intel(R) Xeon(R) Processor"
+    b = _planted()
+    for r in b["full"] + b["random_subset"]:
+        r["cpu"] = amd
+    b["random_subset"][1]["cpu"] = intel  # seed 1 on another machine than full's seed 1: its ratio measures CPUs
+    p = {x["label"]: x for x in time_to_accuracy(b, "full", higher_is_better=True)}["random_subset"]
+    assert [q["seed"] for q in p["per_seed"]] == [0, 2] and (p["reached"], p["seeds"]) == (1, 2)
+    # a CPU recorded on one side and not on the other does not pair either; unrecorded on both sides does
+    for r in b["random_subset"]:
+        r.pop("cpu")
+    out = {x["label"]: x for x in time_to_accuracy(b, "full", higher_is_better=True)}
+    assert "random_subset" not in out
+    for r in b["full"]:
+        r.pop("cpu")
+    out = {x["label"]: x for x in time_to_accuracy(b, "full", higher_is_better=True)}
+    assert out["random_subset"]["seeds"] == 3
+
+
 def test_perplexity_direction_in_time_to_accuracy():
     lm = {"full": [_row("full", 0, 20.0, train=50.0, metric="perplexity", times=[10.0, 30.0, 40.0],
                         values=[60.0, 20.08, 20.2])],

@@ -236,7 +236,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     ``median_macro_f1``, ``median_wall_clock_s`` (selection + training), ``median_train_s``,
     ``median_selection_s``, ``median_examples_backpropagated``, ``median_examples_forwarded``,
     ``median_optimizer_steps``, ``reference`` (the ``full`` label or None), and against that
-    reference: ``speedup_vs_full`` (its median wall-clock / this one's), ``quality_delta_vs_full``
+    reference: ``speedup_vs_full`` and ``speedup_paired_seeds`` (:func:`_speedup`), ``quality_delta_vs_full``
     (this median - its median, sign as is), ``backprop_fraction_vs_full`` and
     ``forward_fraction_vs_full`` (ratios of medians). Comparisons are None without a reference.
     ``guard``: the stage-2 guard's final figures over the seeds whose rows carry them (a ``guard``
@@ -291,7 +291,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "reference": ref_label,
                 "is_reference": label == ref_label,
                 **{k: v for k, v in s.items() if k != "metric"},
-                "speedup_vs_full": _ratio(ref["median_wall_clock_s"], s["median_wall_clock_s"]) if ref else None,
+                **_speedup(rs, by_label[ref_label] if ref_label else [], s, ref),
                 "quality_delta_vs_full": (s["median"] - ref["median"]
                                           if same_metric and s["median"] is not None and ref["median"] is not None
                                           else None),
@@ -381,6 +381,33 @@ def _vs_control(rs: list[dict[str, Any]], ctrl_rs: list[dict[str, Any]], control
     return {"control": control, "n": len(common), "diffs": diffs, "median_diff": _median(d),
             "wins": sum((x > 0) if higher else (x < 0) for x in d), "p_better": p_better, "p_two_sided": p_two,
             "verdict": control_verdict(d, higher_is_better=higher, noise_floor=floor)}
+
+
+def _same_cpu_key(r: dict[str, Any]) -> tuple:
+    """(seed, CPU) of a row: cells pair for wall-clock only at the same seed on the same CPU (an unrecorded
+    CPU counts as one CPU, the one results from before the field ran on)."""
+    return (_seed_key(r.get("seed")), r.get("cpu") or None)
+
+
+def _speedup(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]], s: dict[str, Any],
+             ref: dict[str, Any] | None) -> dict[str, Any]:
+    """``speedup_vs_full`` and ``speedup_paired_seeds`` of a label against the reference.
+
+    Where the label's cells and the reference's all ran on one CPU: the reference's median wall-clock
+    over seeds / this label's (a ratio of medians), and ``speedup_paired_seeds`` None. Where they span
+    several CPUs, a ratio of medians would divide one machine's time by another's, so instead: the
+    median, over the seeds at which both ran on the same CPU, of the reference's wall-clock / this
+    label's, and ``speedup_paired_seeds`` the number of those seeds (0, with no speed-up, when none pair).
+    """
+    if ref is None:
+        return {"speedup_vs_full": None, "speedup_paired_seeds": None}
+    if len({r.get("cpu") or None for r in [*rs, *ref_rs]}) <= 1:
+        return {"speedup_vs_full": _ratio(ref["median_wall_clock_s"], s["median_wall_clock_s"]),
+                "speedup_paired_seeds": None}
+    full_at = {_same_cpu_key(r): num(r.get("wall_clock_s")) for r in ref_rs}
+    ratios = [x for r in rs if _same_cpu_key(r) in full_at
+              and (x := _ratio(full_at[_same_cpu_key(r)], num(r.get("wall_clock_s")))) is not None]
+    return {"speedup_vs_full": _median(ratios), "speedup_paired_seeds": len(ratios)}
 
 
 def _paired_test(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -480,7 +507,7 @@ def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
         ("IQR", lambda s: _fmt(s["iqr"], 4)),
         *([("macro-F1 median", lambda s: _fmt(s["median_macro_f1"], 4))] if f1 else []),
         ("wall-clock s median", lambda s: _fmt(s["median_wall_clock_s"], 1)),
-        ("speed-up vs full", lambda s: _fmt(s["speedup_vs_full"], 2, "x")),
+        ("speed-up vs full", _speedup_txt),
         (f"Δ {m} vs full ({_direction(metric)}"
          + ("; ± noise floor)" if any(s.get("noise_floor") is not None for s in srows) else ")"), _delta_txt),
         ("backprop fraction vs full", lambda s: _fmt(s["backprop_fraction_vs_full"], 2)),
@@ -488,6 +515,13 @@ def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
         ("optimizer steps median", lambda s: fmt_count(s["median_optimizer_steps"])),
         *([("paired vs full: wins, p (Wilcoxon)", _paired_txt)] if any(s.get("paired_vs_full") for s in srows) else []),
     ]
+
+
+def _speedup_txt(s: dict[str, Any]) -> str:
+    """The speed-up, followed by `` (n paired)`` where it is a median of per-seed ratios (see :func:`_speedup`)."""
+    t = _fmt(s["speedup_vs_full"], 2, "x")
+    n = s.get("speedup_paired_seeds")
+    return t if n is None else f"{t} ({n} paired)"
 
 
 def _delta_txt(s: dict[str, Any]) -> str:
@@ -703,9 +737,11 @@ def _machine(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     return items
 
 
-MIXED_MACHINES = ("these cells ran on more than one CPU (or some on one not recorded), and a speed-up is a "
-                  "ratio of medians over seeds, so it mixes machines: compare wall-clock only between cells "
-                  "that ran on one CPU")
+MIXED_MACHINES = ("these cells ran on more than one CPU (or some on one not recorded). Where a method's cells "
+                  "or full's span CPUs, its speed-up vs full is not a ratio of medians but the median over seeds "
+                  "of full's wall-clock / the method's where both ran on the same CPU, with the number of such "
+                  "seeds beside it ('n paired'); time to accuracy pairs the same way. Compare any other "
+                  "wall-clock only between cells that ran on one CPU")
 
 
 def _cpu_items(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:

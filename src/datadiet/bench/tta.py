@@ -19,8 +19,9 @@ Definitions (the report's captions say the same):
   beyond the target, no interpolation. It is a measured time, the one at which a run watching its
   evaluations could have stopped; the price is a resolution of one evaluation interval.
 * **Medians over seeds** (:func:`time_to_accuracy`): per seed, the method's time and its ratio to
-  ``full``'s time at the same seed (each against that seed's target); a seed that never reaches the
-  target counts as infinitely slow, so a median that lands on such a seed is "not reached".
+  ``full``'s time at the same seed on the same CPU (each against that seed's target); a seed that
+  never reaches the target counts as infinitely slow, so a median that lands on such a seed is "not
+  reached".
 """
 
 from __future__ import annotations
@@ -154,7 +155,9 @@ def time_to_accuracy(by_label: dict[str, list[dict[str, Any]]], reference: str, 
 
     ``by_label``: label -> finished ``results.jsonl`` rows; ``reference``: the label of ``full``;
     ``records``: ``id(row)`` -> its run record (for lines without a ``curve``). A seed counts when
-    both this label and the reference have a curve at it and the reference's final value is known.
+    both this label and the reference have a curve at it, the reference's final value is known, and
+    both ran on the same CPU (the rows' ``cpu``; unrecorded counts as one CPU): a ratio of times taken
+    on two machines would measure the machines.
     Each returned row: ``label``, ``seeds`` (counted seeds), ``reached`` (seeds reaching the target),
     ``median_time_s`` and ``median_ratio`` (None: not reached at the median, or no seeds), and
     ``per_seed``: [{seed, target, time_s, full_time_s, ratio}] (None where not reached). Labels
@@ -163,6 +166,7 @@ def time_to_accuracy(by_label: dict[str, list[dict[str, Any]]], reference: str, 
     records = records or {}
     ref_rows = {r.get("seed"): r for r in by_label.get(reference, [])}
     ref_at: dict[Any, tuple[float, float | None]] = {}  # seed -> (target, full's time to it)
+    ref_cpu = {seed: r.get("cpu") or None for seed, r in ref_rows.items()}
     for seed, r in ref_rows.items():
         final = _num(r.get("value"))
         curve = cell_curve(r, records.get(id(r)))
@@ -176,7 +180,7 @@ def time_to_accuracy(by_label: dict[str, list[dict[str, Any]]], reference: str, 
         per_seed = []
         for r in by_label.get(label, []):
             seed = r.get("seed")
-            if seed not in ref_at:
+            if seed not in ref_at or (r.get("cpu") or None) != ref_cpu[seed]:
                 continue
             curve = cell_curve(r, records.get(id(r)))
             if curve is None:
