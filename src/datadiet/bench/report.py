@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .render import DASH, Scale, esc, fmt_count, html_page, md_escape, num, svg_open, trunc, write_atomic
-from .tta import cell_curve, target_text, time_to_accuracy
+from .tta import cell_curve, seed_on_cpu, target_text, time_to_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -383,12 +383,6 @@ def _vs_control(rs: list[dict[str, Any]], ctrl_rs: list[dict[str, Any]], control
             "verdict": control_verdict(d, higher_is_better=higher, noise_floor=floor)}
 
 
-def _same_cpu_key(r: dict[str, Any]) -> tuple:
-    """(seed, CPU) of a row: cells pair for wall-clock only at the same seed on the same CPU (an unrecorded
-    CPU counts as one CPU, the one results from before the field ran on)."""
-    return (_seed_key(r.get("seed")), r.get("cpu") or None)
-
-
 def _speedup(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]], s: dict[str, Any],
              ref: dict[str, Any] | None) -> dict[str, Any]:
     """``speedup_vs_full`` and ``speedup_paired_seeds`` of a label against the reference.
@@ -401,12 +395,12 @@ def _speedup(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]], s: dict[str
     """
     if ref is None:
         return {"speedup_vs_full": None, "speedup_paired_seeds": None}
-    if len({r.get("cpu") or None for r in [*rs, *ref_rs]}) <= 1:
+    if len({seed_on_cpu(r)[1] for r in [*rs, *ref_rs]}) <= 1:
         return {"speedup_vs_full": _ratio(ref["median_wall_clock_s"], s["median_wall_clock_s"]),
                 "speedup_paired_seeds": None}
-    full_at = {_same_cpu_key(r): num(r.get("wall_clock_s")) for r in ref_rs}
-    ratios = [x for r in rs if _same_cpu_key(r) in full_at
-              and (x := _ratio(full_at[_same_cpu_key(r)], num(r.get("wall_clock_s")))) is not None]
+    full_at = {seed_on_cpu(r): num(r.get("wall_clock_s")) for r in ref_rs}
+    ratios = [x for r in rs if seed_on_cpu(r) in full_at
+              and (x := _ratio(full_at[seed_on_cpu(r)], num(r.get("wall_clock_s")))) is not None]
     return {"speedup_vs_full": _median(ratios), "speedup_paired_seeds": len(ratios)}
 
 

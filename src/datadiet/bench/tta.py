@@ -33,8 +33,8 @@ from typing import Any
 
 from .render import num as _num  # a finite float, or None
 
-__all__ = ["TARGET_POINTS", "TARGET_RELATIVE", "cell_curve", "compact_curve", "target_for", "time_to_accuracy",
-           "time_to_target"]
+__all__ = ["TARGET_POINTS", "TARGET_RELATIVE", "cell_curve", "compact_curve", "seed_on_cpu", "target_for",
+           "time_to_accuracy", "time_to_target"]
 
 #: Higher-is-better metrics: the target is full's final value minus this (0.5 accuracy points).
 TARGET_POINTS = 0.005
@@ -141,6 +141,12 @@ def _asked_for_curve_but_got_none(record: dict[str, Any] | None) -> bool:
     return isinstance(train, dict) and bool(train.get("eval_every"))
 
 
+def seed_on_cpu(row: dict[str, Any]) -> tuple:
+    """(seed, CPU) of a results row: two cells' wall-clock pair only when these are equal. An unrecorded
+    CPU (results from before the field) counts as one CPU."""
+    return (row.get("seed"), row.get("cpu") or None)
+
+
 def _median_inf(xs: Sequence[float]) -> float | None:
     """Median with ``inf`` for "not reached"; None for no values, None also when it lands on ``inf``."""
     if not xs:
@@ -164,31 +170,31 @@ def time_to_accuracy(by_label: dict[str, list[dict[str, Any]]], reference: str, 
     without any counted seed are left out; the reference comes first.
     """
     records = records or {}
-    ref_rows = {r.get("seed"): r for r in by_label.get(reference, [])}
-    ref_at: dict[Any, tuple[float, float | None]] = {}  # seed -> (target, full's time to it)
-    ref_cpu = {seed: r.get("cpu") or None for seed, r in ref_rows.items()}
-    for seed, r in ref_rows.items():
+    ref_rows = {seed_on_cpu(r): r for r in by_label.get(reference, [])}
+    ref_at: dict[tuple, tuple[float, float | None]] = {}  # (seed, cpu) -> (target, full's time to it)
+    for key, r in ref_rows.items():
         final = _num(r.get("value"))
         curve = cell_curve(r, records.get(id(r)))
         if final is None or curve is None:
             continue
         target = target_for(final, higher_is_better=higher_is_better)
-        ref_at[seed] = (target, time_to_target(*curve, target, higher_is_better=higher_is_better))
+        ref_at[key] = (target, time_to_target(*curve, target, higher_is_better=higher_is_better))
     out = []
     labels = [reference] + [k for k in by_label if k != reference]
     for label in labels:
         per_seed = []
         for r in by_label.get(label, []):
-            seed = r.get("seed")
-            if seed not in ref_at or (r.get("cpu") or None) != ref_cpu[seed]:
+            key = seed_on_cpu(r)
+            if key not in ref_at:
                 continue
             curve = cell_curve(r, records.get(id(r)))
             if curve is None:
                 continue
-            target, full_t = ref_at[seed]
+            target, full_t = ref_at[key]
             t = time_to_target(*curve, target, higher_is_better=higher_is_better)
             ratio = t / full_t if t is not None and full_t else None
-            per_seed.append({"seed": seed, "target": target, "time_s": t, "full_time_s": full_t, "ratio": ratio})
+            per_seed.append({"seed": r.get("seed"), "target": target, "time_s": t, "full_time_s": full_t,
+                             "ratio": ratio})
         if not per_seed:
             continue
         inf = math.inf
