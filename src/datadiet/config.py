@@ -90,7 +90,7 @@ class TrainConfig:
     device: str = _text("auto", "a device name (auto, cpu, cuda or cuda:N)")
     seed: int = _f(0, _SEED)
     eval_every: int | None = _f(None, optional(int_at_least(1)))  # optimizer steps between learning-curve evaluations
-    eval_max_examples: int | None = _f(512, optional(int_at_least(1)))  # examples used for intermediate evaluations
+    eval_max_examples: int | None = _f(512, optional(int_at_least(1)))  # examples for intermediate evaluations, evenly spaced over the test split
 
 
 @dataclass

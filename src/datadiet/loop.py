@@ -316,12 +316,16 @@ def evaluate_model(
 
     was = model.training
     model.eval()
-    n = len(dataset) if max_examples is None else min(len(dataset), max_examples)
+    total = len(dataset)
+    n = total if max_examples is None else min(total, max_examples)
+    # A capped evaluation takes evenly spaced examples over the whole split, not its first n:
+    # test splits are often ordered by class, and a prefix then covers only a few classes.
+    order = list(range(n)) if n == total else [(i * total) // n for i in range(n)]
     preds, golds = [], []
     tok_loss, tok_count = 0.0, 0
     device = next(model.parameters()).device
     for start in range(0, n, batch_size):
-        batch = collator([dataset[i] for i in range(start, min(n, start + batch_size))])
+        batch = collator([dataset[i] for i in order[start:start + batch_size]])
         inputs = {k: v.to(device) for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
         with autocast(autocast_dtype, device.type):
             logits = model(**inputs).logits
