@@ -320,7 +320,7 @@ def evaluate_model(
     n = total if max_examples is None else min(total, max_examples)
     # A capped evaluation takes evenly spaced examples over the whole split, not its first n:
     # test splits are often ordered by class, and a prefix then covers only a few classes.
-    order = list(range(n)) if n == total else [(i * total) // n for i in range(n)]
+    order = [(i * total) // n for i in range(n)]  # 0..n-1 when uncapped
     preds, golds = [], []
     tok_loss, tok_count = 0.0, 0
     device = next(model.parameters()).device
