@@ -10,7 +10,7 @@ import time
 import pytest
 
 from datadiet.bench.report import write_report
-from datadiet.bench.tta import cell_curve, compact_curve, target_for, time_to_accuracy, time_to_target
+from datadiet.bench.tta import cell_curve, compact_curve, prefix_curve, target_for, time_to_accuracy, time_to_target
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,6 +257,8 @@ def test_bench_smoke_cells_report_time_to_accuracy(tmp_path):
     assert "| full |" in table and "| 1.00x | 2 / 2 |" in table
     assert "| random_subset |" in table and "| random_skip |" in table
     assert 'data-kind="tta"' in (out / "report.html").read_text()
+    assert all(r["eval_subset"] == "evenly_spaced" for r in lines)  # their curves count whole
+    assert "first train.eval_max_examples" not in text
     sub = next(r for r in lines if r["label"] == "random_subset")
     t, _ = cell_curve(sub)
     assert t[0] == pytest.approx(sub["selection_s"] + sub["curve"]["train_s"][0])
@@ -285,3 +287,46 @@ def test_time_to_accuracy_counts_a_final_point_only_cell_as_not_reached_or_reach
     assert out["multistage"]["reached"] == 0 and out["multistage"]["median_time_s"] is None
     assert out["loss_threshold"]["reached"] == 1 and out["loss_threshold"]["median_time_s"] == 800.0
     assert abs(out["loss_threshold"]["median_ratio"] - 800.0 / 1800.0) < 1e-12
+
+
+# ----------------------------------------------------------------------------------------------
+# records from before the evenly spaced evaluation subset: a capped curve read the split's prefix
+# ----------------------------------------------------------------------------------------------
+
+
+def _capped_record(cap, n_test=100, **extra):
+    return {"metric": "accuracy", "n_test": n_test, "timings": {"selection_s": 0.0},
+            "config": {"train": {"eval_every": 10, "eval_max_examples": cap}},
+            "curve": [{"optimizer_steps": 10, "train_s": 10.0, "accuracy": 0.95},
+                      {"optimizer_steps": 20, "train_s": 20.0, "accuracy": 0.96}], **extra}
+
+
+def test_a_curve_read_on_a_prefix_of_the_test_split_keeps_only_its_final_point():
+    # Planted: an old record capped its evaluations at 20 of 100 test examples and read 0.95-0.96 on
+    # that prefix, above its final 0.80 on the whole split; only the final point is a measurement.
+    r = _row("full", 0, 0.80, train=30.0, times=[10.0, 20.0], values=[0.95, 0.96])
+    old = _capped_record(20)
+    assert prefix_curve(r, old) and cell_curve(r, old) == ([30.0], [0.80])
+    whole = ([10.0, 20.0, 30.0], [0.95, 0.96, 0.80])
+    # the evenly spaced subset (marked in the record or in the results line) keeps every point
+    assert not prefix_curve(r, _capped_record(20, eval_subset="evenly_spaced"))
+    assert cell_curve(r, _capped_record(20, eval_subset="evenly_spaced")) == whole
+    assert cell_curve(dict(r, eval_subset="evenly_spaced"), old) == whole
+    # an uncapped evaluation, or a cap at least the split's size, read the whole split anyway
+    assert cell_curve(r, _capped_record(None)) == whole and cell_curve(r, _capped_record(100)) == whole
+    # without a record nothing says the evaluation was capped
+    assert not prefix_curve(r, None) and cell_curve(r, None) == whole
+
+
+def test_report_counts_prefix_curves_by_their_final_point_and_says_so(tmp_path):
+    # full's prefix curve touches the random skip's level early; judged by final points only,
+    # random_skip (0.70 final) never reaches full's target (0.795) and full reaches it at its end.
+    full = _row("full", 0, 0.80, train=40.0, times=[10.0, 20.0], values=[0.95, 0.96])
+    skip = _row("random_skip", 0, 0.70, train=20.0, times=[10.0], values=[0.97])
+    md, html = write_report(_write(tmp_path, [full, skip], {full["run_dir"]: _capped_record(20),
+                                                          skip["run_dir"]: _capped_record(20)}))
+    text = md.read_text()
+    table = text.split("### Time to accuracy")[1]
+    assert "| full | 40.0 | 1.00x | 1 / 1 |" in table
+    assert "| random_skip | not reached | not reached | 0 / 1 |" in table
+    assert "2 cell(s) evaluated their learning curve on the test split's first train.eval_max_examples" in text

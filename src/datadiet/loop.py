@@ -297,6 +297,12 @@ def _sync(model: torch.nn.Module) -> None:
         torch.cuda.synchronize(dev)
 
 
+#: How a capped evaluation (``max_examples``) picks its examples; run records carry it as ``eval_subset``
+#: so that reports can tell their curves from those of older records, which read the split's first
+#: ``max_examples`` (biased on class-ordered splits).
+EVAL_SUBSET = "evenly_spaced"
+
+
 @torch.no_grad()
 def evaluate_model(
     model: torch.nn.Module,

@@ -18,7 +18,7 @@ import torch
 from .config import RunConfig
 from .core.engine import StepEngine
 from .errors import DataDietError
-from .loop import evaluate_model, fit
+from .loop import EVAL_SUBSET, evaluate_model, fit
 from .core.method import PlanContext
 from .records import FolderLock, RunRecord, env_info, prepare_run_dir
 from .methods.registry import build_method
@@ -320,6 +320,7 @@ def _run_body(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_tot
             final=final,
             epochs=res.epochs,
             curve=res.curve,
+            eval_subset=EVAL_SUBSET,
             step_losses=res.losses,
             skip_history=_compress_history(engine.history),
             counts={k: v for k, v in summary.items() if k not in ("timings", "filters", "per_rank", "world_size")},

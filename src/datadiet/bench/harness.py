@@ -73,7 +73,7 @@ def result_row(suite: Suite, cell: Cell, record: dict[str, Any], run_dir: str) -
         "device": env.get("device"),
         "finished_at": record.get("finished"),
         **({} if guard is None else {"guard": guard}),
-        **({} if curve is None else {"curve": curve}),
+        **({} if curve is None else {"curve": curve, "eval_subset": record.get("eval_subset")}),
     }
 
 

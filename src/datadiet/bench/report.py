@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .render import DASH, Scale, esc, fmt_count, html_page, md_escape, num, svg_open, trunc, write_atomic
-from .tta import cell_curve, seed_on_cpu, target_text, time_to_accuracy
+from .tta import cell_curve, prefix_curve, seed_on_cpu, target_text, time_to_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -676,8 +676,9 @@ def _tta_sections(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         if not any(x["label"] != ref for x in t):
             continue
         without = sum(cell_curve(r, records.get(id(r))) is None for rs in by_label.values() for r in rs)
+        prefix = sum(prefix_curve(r, records.get(id(r))) for rs in by_label.values() for r in rs)
         out[(suite, dataset)] = {"rows": t, "metric": srows[0]["metric"], "higher_is_better": higher,
-                                 "reference": ref, "without": without}
+                                 "reference": ref, "without": without, "prefix": prefix}
     return out
 
 
@@ -691,6 +692,10 @@ def _tta_note(part: dict[str, Any]) -> str:
             "'not reached' when the median lands on one.")
     if part["without"]:
         note += f" {part['without']} finished cell(s) without a timed learning curve are left out."
+    if part.get("prefix"):
+        note += (f" {part['prefix']} cell(s) evaluated their learning curve on the test split's first "
+                 "train.eval_max_examples examples (records from before the evenly spaced evaluation subset; "
+                 "on a class-ordered split that prefix covers a few classes): only their final evaluation counts.")
     return note
 
 
@@ -1139,8 +1144,9 @@ def _curve_plot(srows, by_label, records, colors, title):
 
 
 def _curve_xy(rec: dict[str, Any] | None, r: dict[str, Any], metric: str) -> tuple[list[tuple[float, float]], str]:
-    """(wall-clock incl. selection, metric) from a record's intermediate evaluations."""
-    curve = (rec or {}).get("curve") or []
+    """(wall-clock incl. selection, metric) from a record's intermediate evaluations; none where they
+    read a prefix of the test split (:func:`~datadiet.bench.tta.prefix_curve`)."""
+    curve = [] if prefix_curve(r, rec) else (rec or {}).get("curve") or []
     sel = num(r.get("selection_s")) or num(((rec or {}).get("timings") or {}).get("selection_s")) or 0.0
     xy = []
     for c in curve:

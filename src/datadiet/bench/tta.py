@@ -10,8 +10,10 @@ Definitions (the report's captions say the same):
   the training clock while it evaluates). So a prune method's curve starts at its selection cost,
   not at 0. The final evaluation is appended as the last point, at ``selection_s + train_s`` with
   the final metric: every method's time to target is at most its whole run. Intermediate
-  evaluations may use a subset of the test set (``train.eval_max_examples``); the final one uses
-  all of it.
+  evaluations may use a subset of the test set (``train.eval_max_examples``, evenly spaced over it);
+  the final one uses all of it. Records from before the evenly spaced subset (no ``eval_subset``)
+  whose evaluations were capped read the split's *first* examples, which on a class-ordered split
+  cover a few classes: such a cell keeps only its final point (:func:`prefix_curve`).
 * **Target** (:func:`target_for`), from ``full``'s *final* metric at the same seed: for metrics
   where higher is better (accuracy, macro-F1; fractions in [0, 1]) ``final - 0.005`` (0.5 points);
   for lower-is-better metrics (perplexity, loss) ``final * 1.005`` (0.5 % worse).
@@ -33,8 +35,8 @@ from typing import Any
 
 from .render import num as _num  # a finite float, or None
 
-__all__ = ["TARGET_POINTS", "TARGET_RELATIVE", "cell_curve", "compact_curve", "seed_on_cpu", "target_for",
-           "time_to_accuracy", "time_to_target"]
+__all__ = ["TARGET_POINTS", "TARGET_RELATIVE", "cell_curve", "compact_curve", "prefix_curve", "seed_on_cpu",
+           "target_for", "time_to_accuracy", "time_to_target"]
 
 #: Higher-is-better metrics: the target is full's final value minus this (0.5 accuracy points).
 TARGET_POINTS = 0.005
@@ -110,13 +112,14 @@ def cell_curve(row: dict[str, Any], record: dict[str, Any] | None = None) -> tup
     cumulative training seconds; the final point is (``selection_s + train_s``, ``value``). None when
     the cell has no curve point with a training time: it has no time-to-accuracy. Exception: a run that
     asked for a learning curve (its record's ``train.eval_every``) but ended before the first
-    evaluation (a skipping method takes few optimizer steps) has its final evaluation as its only point.
+    evaluation (a skipping method takes few optimizer steps) has its final evaluation as its only point,
+    and so has a cell whose intermediate evaluations read a prefix of the test split (:func:`prefix_curve`).
     """
     c = row.get("curve")
     if not (isinstance(c, dict) and isinstance(c.get("train_s"), list) and isinstance(c.get("value"), list)):
         c = compact_curve((record or {}).get("curve"), row.get("metric") or (record or {}).get("metric"))
-    if c is None and _asked_for_curve_but_got_none(record):
-        c = {"train_s": [], "value": []}
+    if (c is None and _asked_for_curve_but_got_none(record)) or (c is not None and prefix_curve(row, record)):
+        c = {"train_s": [], "value": []}  # the final evaluation is its only point
     if c is None or len(c["train_s"]) != len(c["value"]):
         return None
     timings = (record or {}).get("timings") or {}
@@ -131,6 +134,20 @@ def cell_curve(row: dict[str, Any], record: dict[str, Any] | None = None) -> tup
         pts.append((sel + train_s, final))
     pts.sort(key=lambda p: p[0])
     return [t for t, _ in pts], [v for _, v in pts]
+
+
+def prefix_curve(row: dict[str, Any], record: dict[str, Any] | None) -> bool:
+    """True when a cell's intermediate evaluations read the test split's first ``eval_max_examples``
+    examples: its record predates ``eval_subset`` (the evenly spaced subset) and its config capped
+    the evaluation below the test split's size. Such points are not the split's accuracy (a
+    class-ordered split's prefix covers a few classes), so the cell counts by its final evaluation.
+    False when the run record is missing (nothing says the evaluation was capped)."""
+    if not isinstance(record, dict) or row.get("eval_subset") or record.get("eval_subset"):
+        return False
+    cap = ((record.get("config") or {}).get("train") or {}).get("eval_max_examples")
+    n_test = record.get("n_test")
+    return (isinstance(cap, int) and not isinstance(cap, bool) and isinstance(n_test, int)
+            and cap < n_test)
 
 
 def _asked_for_curve_but_got_none(record: dict[str, Any] | None) -> bool:
