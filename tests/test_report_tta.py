@@ -316,6 +316,8 @@ def test_a_curve_read_on_a_prefix_of_the_test_split_keeps_only_its_final_point()
     assert cell_curve(r, _capped_record(None)) == whole and cell_curve(r, _capped_record(100)) == whole
     # without a record nothing says the evaluation was capped
     assert not prefix_curve(r, None) and cell_curve(r, None) == whole
+    # a capped run that ended before its first evaluation read nothing on a prefix
+    assert not prefix_curve(_row("multistage", 0, 0.80, train=30.0), dict(_capped_record(20), curve=[]))
 
 
 def test_report_counts_prefix_curves_by_their_final_point_and_says_so(tmp_path):

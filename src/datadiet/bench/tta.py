@@ -138,11 +138,12 @@ def cell_curve(row: dict[str, Any], record: dict[str, Any] | None = None) -> tup
 
 def prefix_curve(row: dict[str, Any], record: dict[str, Any] | None) -> bool:
     """True when a cell's intermediate evaluations read the test split's first ``eval_max_examples``
-    examples: its record predates ``eval_subset`` (the evenly spaced subset) and its config capped
-    the evaluation below the test split's size. Such points are not the split's accuracy (a
-    class-ordered split's prefix covers a few classes), so the cell counts by its final evaluation.
-    False when the run record is missing (nothing says the evaluation was capped)."""
-    if not isinstance(record, dict) or row.get("eval_subset") or record.get("eval_subset"):
+    examples: its record has intermediate evaluations, predates ``eval_subset`` (the evenly spaced
+    subset), and its config capped the evaluation below the test split's size. Such points are not
+    the split's accuracy (a class-ordered split's prefix covers a few classes), so the cell counts by
+    its final evaluation. False when the run record is missing (nothing says the evaluation was
+    capped) or has no intermediate evaluation (nothing was read on a prefix)."""
+    if not isinstance(record, dict) or not record.get("curve") or row.get("eval_subset") or record.get("eval_subset"):
         return False
     cap = ((record.get("config") or {}).get("train") or {}).get("eval_max_examples")
     n_test = record.get("n_test")
