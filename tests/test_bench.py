@@ -158,3 +158,61 @@ def test_rerun_measures_again_and_keeps_the_earlier_result(tmp_path):
 
     latest = [r for r in load_results(tmp_path / RESULTS) if r["label"] == "random_skip"]
     assert len(latest) == 1 and latest[0] == after[2]
+
+
+def _fake_run(calls):
+    """A stand-in for the runner: records which cell ran and returns a finished record."""
+    from datadiet.methods.registry import build_method
+
+    def run_fn(cfg, *, progress=False, run_dir=None):
+        calls.append(str(run_dir))
+        return {"metric": "accuracy", "value": 0.5 + len(calls) / 100, "status": "finished",
+                "method": {"name": cfg.method.name, "params": build_method(cfg.method.name, cfg.method.params).params()},
+                "finished": f"t{len(calls)}", "counts": {"examples_seen": 10, "examples_backpropagated": 10}}
+    return run_fn
+
+
+def test_a_cell_with_a_finished_twins_configuration_reuses_its_result(tmp_path):
+    methods = [{"name": "random_subset", "label": "random_subset@a", "params": {"fraction": 0.5}},
+               {"name": "random_subset", "label": "random_subset@b", "params": {"fraction": 0.5}},
+               {"name": "random_subset", "label": "random_subset@c", "params": {"fraction": 0.25}}]
+    suite = mini_suite(methods=methods, seeds=[0, 1])
+    calls, statuses = [], []
+    rows = run_suite(suite, tmp_path, run_fn=_fake_run(calls), on_cell=lambda c, st, r: statuses.append((c.key, st)))
+    # a and c are measured at each seed; b is a's configuration (its label aside): not run twice
+    assert sorted(c.split("runs/")[1] for c in calls) == [f"rotten_tomatoes/random_subset_at_{x}/s{s}"
+                                                         for x in "ac" for s in (0, 1)]
+    by = {r["cell"]: r for r in rows}
+    for s in (0, 1):
+        b, a = by[f"rotten_tomatoes/random_subset@b/s{s}"], by[f"rotten_tomatoes/random_subset@a/s{s}"]
+        assert b["same_as"] == a["cell"] and b["label"] == "random_subset@b" and b["value"] == a["value"]
+        assert b["run_dir"] == a["run_dir"] and "same_as" not in a
+        assert (f"rotten_tomatoes/random_subset@b/s{s}", "reused") in statuses
+    assert "same_as" not in by["rotten_tomatoes/random_subset@c/s0"]  # another fraction is another measurement
+    # a second sitting runs nothing
+    again = []
+    run_suite(suite, tmp_path, run_fn=_fake_run(again))
+    assert again == []
+    # a re-measured twin renews the reused result; b named in rerun is measured itself
+    run_suite(suite, tmp_path, rerun=["random_subset@a/s0"], run_fn=_fake_run(again))
+    assert len(again) == 1
+    latest = {r["cell"]: r for r in read_results(tmp_path)}
+    assert latest["rotten_tomatoes/random_subset@b/s0"]["value"] == latest["rotten_tomatoes/random_subset@a/s0"]["value"]
+    assert latest["rotten_tomatoes/random_subset@b/s0"]["finished_at"] == latest["rotten_tomatoes/random_subset@a/s0"]["finished_at"]
+    mine = []
+    run_suite(suite, tmp_path, rerun=["random_subset@b/s1"], run_fn=_fake_run(mine))
+    assert [c.split("runs/")[1] for c in mine] == ["rotten_tomatoes/random_subset_at_b/s1"]
+    assert "same_as" not in {r["cell"]: r for r in read_results(tmp_path)}["rotten_tomatoes/random_subset@b/s1"]
+
+
+def test_a_matched_rate_is_a_twin_only_at_the_same_realised_rate(tmp_path):
+    methods = [{"name": "random_skip", "label": "x", "params": {"rate": 0.0}},
+               {"name": "random_skip", "label": "random_skip@x", "params": {"rate": "match:x"}},
+               {"name": "random_skip", "label": "zero", "params": {"rate": 0.0}},
+               {"name": "random_skip", "label": "half", "params": {"rate": 0.5}}]
+    calls = []
+    rows = run_suite(mini_suite(methods=methods, seeds=[0]), tmp_path, run_fn=_fake_run(calls))
+    by = {r["label"]: r for r in rows}
+    # x skipped nothing (10 of 10 backpropagated), so its matched control runs rate 0.0: x's configuration
+    assert by["random_skip@x"]["same_as"] == "rotten_tomatoes/x/s0" and by["zero"]["same_as"] == "rotten_tomatoes/x/s0"
+    assert "same_as" not in by["half"] and len(calls) == 2

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from datadiet.bench.report import (PAIRED_MIN_SEEDS, control_target, control_verdict, load_results, noise_floor,
-                                   summarize, write_report)
+from datadiet.bench.report import (BEATS_MIN_SEEDS, PAIRED_MIN_SEEDS, control_target, control_verdict, load_results,
+                                   noise_floor, summarize, write_report)
 
 BOLD = "skip<b>x</b>"
 
@@ -389,6 +389,42 @@ def test_no_noise_floor_without_two_full_seeds(tmp_path):
     md = _md_for(tmp_path, rows)
     assert "| +0.1000 |" in md and "±" not in md.split("### Against random")[0].split("| method label |")[1]
     assert ("x against random_skip@x is inconclusive: median paired difference +20.00 points of accuracy over 1 seed "
-            "(1 of 1 wins; the noise floor is unknown (fewer than 2 seeds of full)).") in md
+            "(1 of 1 wins; fewer than 3 seeds).") in md
+    # three paired wins, but full has one seed: the missing noise floor is the reason given
+    three = (_acc("ht", "full", [0.80]) + _acc("ht", "x", [0.89, 0.90, 0.91])
+             + _acc("ht", "random_skip@x", [0.69, 0.70, 0.71]))
+    assert _by(summarize(three), "ht", "x")["vs_control"]["verdict"] == "inconclusive"
+    assert ("x against random_skip@x is inconclusive: median paired difference +20.00 points of accuracy over 3 seeds "
+            "(3 of 3 wins; the noise floor is unknown (fewer than 2 seeds of full)).") in _md_for(tmp_path, three)
     # no control anywhere: no section
     assert "Against random" not in _md_for(tmp_path, _acc("ht", "full", [0.8, 0.9]) + _acc("ht", "random_skip@y", [0.7]))
+
+
+def test_beats_needs_three_paired_seeds():
+    assert BEATS_MIN_SEEDS == 3
+    assert control_verdict([0.05], noise_floor=0.01) == "inconclusive"  # one win is not evidence
+    assert control_verdict([0.05, 0.04], noise_floor=0.01) == "inconclusive"
+    assert control_verdict([0.05, 0.04, 0.03], noise_floor=0.01) == "beats"
+    assert control_verdict([-0.05], noise_floor=0.01) == "does not beat"  # what was measured did not beat
+    rows = (_acc("ht", "full", [0.80, 0.82]) + _acc("ht", "x", [0.90, 0.91])
+            + _acc("ht", "random_skip@x", [0.70, 0.70], method="random_skip"))
+    s = _by(summarize(rows), "ht", "x")
+    assert s["vs_control"]["verdict"] == "inconclusive"
+    from datadiet.bench.report import _control_sentence
+
+    assert "fewer than 3 seeds" in _control_sentence(s, True)
+
+
+def test_a_reused_control_names_the_cells_it_is(tmp_path):
+    # random_subset@b's lines are random_subset@a's cells, reused by the harness (their same_as)
+    a = _acc("ht", "random_subset@a", [0.70, 0.71, 0.72], method="random_subset")
+    b = [dict(r, label="random_subset@b", cell=r["cell"].replace("@a", "@b"), same_as=r["cell"]) for r in a]
+    rows = (_acc("ht", "full", [0.80, 0.81, 0.82]) + _acc("ht", "a", [0.75, 0.76, 0.77])
+            + _acc("ht", "b", [0.74, 0.76, 0.78]) + a + b)
+    summary = summarize(rows)
+    assert _by(summary, "ht", "a")["vs_control"]["same_as"] == []
+    vb = _by(summary, "ht", "b")["vs_control"]
+    assert vb["control"] == "random_subset@b" and vb["same_as"] == ["random_subset@a"]
+    assert [vb["diffs"][k] for k in range(3)] == pytest.approx([0.04, 0.05, 0.06])
+    md = _md_for(tmp_path, rows)
+    assert "random_subset@b (= random_subset@a)" in md

@@ -132,6 +132,40 @@ def resolve_params(cell: Cell, finished: dict[str, dict[str, Any]]) -> dict[str,
     return params
 
 
+def twin_cell(suite: Suite, cell: Cell, params: dict[str, Any], finished: dict[str, dict[str, Any]]) -> str | None:
+    """The key of a finished cell of ``suite`` that runs exactly ``cell``'s configuration (same dataset,
+    seed, base config, method and resolved parameters; only the label differs), or None.
+
+    Such a cell is the same measurement: e.g. ``random_subset@ingenious_50`` and
+    ``random_subset@data_diet_keep50`` are both a random half of the pool at the same seed. A finished
+    cell's parameters are those its record ran with (its ``params``), so a matched rate compares as
+    realised."""
+    from ..methods.registry import build_method
+
+    def plain(c: Cell, p: dict[str, Any]) -> Any:  # a config as its JSON line would hold it
+        return json.loads(json.dumps(suite.cell_config(c, params=p).to_dict(), default=str))
+
+    cfg = None
+    for other in suite.cells():
+        row = finished.get(other.key)
+        if (other.key == cell.key or row is None or row.get("same_as") or other.seed != cell.seed
+                or other.dataset.name != cell.dataset.name or other.method.name != cell.method.name):
+            continue
+        if cfg is None:  # every declared parameter, defaults included, as a record stores them
+            cfg = plain(cell, build_method(cell.method.name, params).params())
+        if plain(other, row.get("params") or {}) == cfg:
+            return other.key
+    return None
+
+
+def _reuse(out: Path, suite: Suite, cell: Cell, twin_row: dict[str, Any]) -> dict[str, Any]:
+    """Record ``cell`` as finished with its twin's result (:func:`twin_cell`): the twin's line under
+    this cell's key and label, with ``same_as`` naming the twin (its ``run_dir`` stays the twin's)."""
+    row = {**twin_row, "suite": suite.name, "cell": cell.key, "label": cell.method.label, "same_as": twin_row["cell"]}
+    append_result(out, row)
+    return row
+
+
 def run_suite(
     suite: Suite,
     out_dir: str | Path,
@@ -148,8 +182,11 @@ def run_suite(
     ``rerun``: substrings of cell keys to measure again even if finished (e.g. cells timed while
     the machine was busy): the earlier run folder is kept as ``sN.prev-<time>``, the earlier line
     stays in ``results.jsonl``, and the new line supersedes it (the report uses the last one).
-    ``on_cell(cell, status, row)`` is called for each cell (status: skipped, recovered, finished,
-    failed). A failing cell is recorded as failed and the suite goes on.
+    A cell whose configuration a finished cell already ran (:func:`twin_cell`; labels aside) is not run
+    again: it gets that cell's result with ``same_as`` naming it, renewed at the end of any sitting that
+    includes it after that cell was measured again (a cell named in ``rerun`` is measured itself).
+    ``on_cell(cell, status, row)`` is called for each cell (status: skipped, recovered, reused,
+    finished, failed). A failing cell is recorded as failed and the suite goes on.
     """
     from ..runner import run
 
@@ -195,6 +232,13 @@ def _run_suite(suite: Suite, out: Path, *, progress, only, rerun, on_cell, run_f
             params = resolve_params(cell, finished)
             cfg = suite.cell_config(cell, params=params)
             cfg.overwrite = False
+            twin = None if rerun and any(p in cell.key for p in rerun) else twin_cell(suite, cell, params, finished)
+            if twin is not None:
+                finished[cell.key] = _reuse(out, suite, cell, finished[twin])
+                log.info("%s has the configuration of %s, which has finished: its result is reused", cell.key, twin)
+                if on_cell:
+                    on_cell(cell, "reused", finished[cell.key])
+                continue
             log.info("[%d/%d] %s", i + 1, len(cells), cell.key)
             record = run_fn(cfg, progress=progress, run_dir=rd)
         except KeyboardInterrupt:
@@ -213,4 +257,11 @@ def _run_suite(suite: Suite, out: Path, *, progress, only, rerun, on_cell, run_f
         finished[cell.key] = row
         if on_cell:
             on_cell(cell, "finished", row)
+    for cell in cells:  # a reused result follows its twin when that was measured again
+        row = finished.get(cell.key) or {}
+        twin = row.get("same_as")
+        if twin in finished and finished[twin].get("finished_at") != row.get("finished_at"):
+            finished[cell.key] = _reuse(out, suite, cell, finished[twin])
+            if on_cell:
+                on_cell(cell, "reused", finished[cell.key])
     return [finished[c.key] for c in cells if c.key in finished]

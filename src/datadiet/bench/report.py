@@ -253,11 +253,13 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     ``vs_control`` (None without a control or with one in another metric; with several controls, the
     first in order of appearance):
     ``control`` (its label), ``n`` (seeds both have a value for), ``diffs`` (seed -> X - control, sign
-    as is), ``median_diff``, ``wins`` (seeds where X is better in the metric's direction),
+    as is), ``median_diff``, ``wins`` (seeds where X is better in the metric's direction), ``same_as``
+    (labels whose cells the control's results are, when the harness reused them),
     ``p_better``/``p_two_sided`` (exact Wilcoxon signed-rank, one-sided that X is better / two-sided;
     None under :data:`PAIRED_MIN_SEEDS` paired seeds) and ``verdict`` (:func:`control_verdict`).
     """
     rows = list(rows)
+    label_of_cell = {r["cell"]: _label(r) for r in rows if r.get("cell")}
     out: list[dict[str, Any]] = []
     for (suite, dataset), by_label in _groups(rows).items():
         ref_label = _reference_label(by_label)
@@ -304,13 +306,15 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "noise_floor": floor,
                 "controls": controls.get(label),
                 "vs_control": (_vs_control(rs, by_label[c], c, higher=higher_is_better(s["metric"] or metric),
-                                           floor=floor) if c is not None else None),
+                                           floor=floor, label_of_cell=label_of_cell) if c is not None else None),
             }
             out.append(row)
     return out
 
 
 PAIRED_MIN_SEEDS = 5
+#: A method "beats" its random control only from this many paired seeds on (one or two wins are not evidence).
+BEATS_MIN_SEEDS = 3
 
 #: A label ``R@X`` whose ``R`` starts with this is the random control of label ``X``.
 CONTROL_PREFIX = "random"
@@ -347,10 +351,11 @@ def control_verdict(diffs: Sequence[float], *, higher_is_better: bool = True,
     """Pure: a method against its random control, from the paired differences (method - control, one
     per seed, sign as is).
 
-    ``"beats"`` when every seed is a win (better in the metric's direction) and the median paired
-    difference, in the metric's direction, is larger than the noise floor; ``"does not beat"`` when
-    that median is 0 or worse; ``"inconclusive"`` otherwise - some seeds lost, a median inside the
-    noise floor, an unknown noise floor (None), or no paired seeds.
+    ``"beats"`` when there are at least :data:`BEATS_MIN_SEEDS` paired seeds, every one a win (better
+    in the metric's direction), and the median paired difference, in the metric's direction, is larger
+    than the noise floor; ``"does not beat"`` when that median is 0 or worse; ``"inconclusive"``
+    otherwise - fewer seeds, some seeds lost, a median inside the noise floor, an unknown noise floor
+    (None), or no paired seeds.
     """
     d = [float(x) for x in diffs]
     if not d:
@@ -359,7 +364,8 @@ def control_verdict(diffs: Sequence[float], *, higher_is_better: bool = True,
     gain = sign * float(statistics.median(d))
     if gain <= 0:
         return DOES_NOT_BEAT
-    if all(sign * x > 0 for x in d) and noise_floor is not None and gain > noise_floor:
+    if (len(d) >= BEATS_MIN_SEEDS and all(sign * x > 0 for x in d) and noise_floor is not None
+            and gain > noise_floor):
         return BEATS
     return INCONCLUSIVE
 
@@ -369,8 +375,12 @@ def _seed_key(s: Any) -> tuple:
 
 
 def _vs_control(rs: list[dict[str, Any]], ctrl_rs: list[dict[str, Any]], control: str, *, higher: bool,
-                floor: float | None) -> dict[str, Any]:
-    """A label against its random control, paired by seed (see :func:`summarize`)."""
+                floor: float | None, label_of_cell: dict[str, str] | None = None) -> dict[str, Any]:
+    """A label against its random control, paired by seed (see :func:`summarize`). ``same_as``: the
+    labels whose cells the control's results are (cells the harness did not run twice, their line's
+    ``same_as``), in order; empty when the control was measured itself."""
+    same = list(dict.fromkeys((label_of_cell or {}).get(r["same_as"], r["same_as"]) for r in ctrl_rs
+                              if r.get("same_as")))
     mine, theirs = _seed_values(rs), _seed_values(ctrl_rs)
     common = sorted((k for k in mine if k is not None and k in theirs), key=_seed_key)
     diffs = {k: mine[k] - theirs[k] for k in common}
@@ -380,7 +390,7 @@ def _vs_control(rs: list[dict[str, Any]], ctrl_rs: list[dict[str, Any]], control
         p_better, p_two = _wilcoxon([mine[k] for k in common], [theirs[k] for k in common], higher=higher)
     return {"control": control, "n": len(common), "diffs": diffs, "median_diff": _median(d),
             "wins": sum((x > 0) if higher else (x < 0) for x in d), "p_better": p_better, "p_two_sided": p_two,
-            "verdict": control_verdict(d, higher_is_better=higher, noise_floor=floor)}
+            "verdict": control_verdict(d, higher_is_better=higher, noise_floor=floor), "same_as": same}
 
 
 def _speedup(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]], s: dict[str, Any],
@@ -536,11 +546,12 @@ def _paired_txt(s: dict[str, Any]) -> str:
 CONTROLS_HEADING = "Against random at the same budget"
 CONTROLS_NOTE = ("Each method against its random control at the same budget (random_skip@X: random skipping "
                  "at X's realised rate, matched per seed; random_subset@X: a random subset of X's size), paired "
-                 "by seed: Δ = method − control, sign as is; wins: seeds where the method is better in the "
+                 "by seed (a control marked = Y is the same configuration as Y's cells, measured once and "
+                 "reused); Δ = method − control, sign as is; wins: seeds where the method is better in the "
                  f"metric's direction; p: exact Wilcoxon signed-rank test, two-sided, from {PAIRED_MIN_SEEDS} "
-                 "paired seeds on. Verdict: beats when every seed is a win and the median paired Δ is larger than "
-                 "the noise floor (± beside Δ vs full); does not beat when the median paired Δ is 0 or worse in "
-                 "the metric's direction; inconclusive otherwise.")
+                 f"paired seeds on. Verdict: beats when at least {BEATS_MIN_SEEDS} seeds are paired, every one a "
+                 "win, and the median paired Δ is larger than the noise floor (± beside Δ vs full); does not "
+                 "beat when the median paired Δ is 0 or worse in the metric's direction; inconclusive otherwise.")
 
 
 def _control_srows(srows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -584,6 +595,8 @@ def _control_sentence(s: dict[str, Any], points: bool) -> str:
         return f"{x} does not beat {c}: median paired difference {amount} over {seeds} ({wins}{units})."
     if w < n:
         why = "not every seed is a win"
+    elif n < BEATS_MIN_SEEDS:
+        why = f"fewer than {BEATS_MIN_SEEDS} seeds"
     elif s.get("noise_floor") is None:
         why = f"the noise floor is {floor}"
     else:
@@ -601,7 +614,8 @@ def _control_columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
 
     return [
         ("method label", lambda s: s["label"]),
-        ("random control", lambda s: s["vs_control"]["control"]),
+        ("random control", lambda s: s["vs_control"]["control"] + "".join(
+            f" (= {x})" for x in s["vs_control"].get("same_as") or [])),
         ("paired seeds", lambda s: str(s["vs_control"]["n"])),
         (f"median paired Δ {m}", lambda s: _fmt(s["vs_control"]["median_diff"], 4, signed=True)),
         ("wins", lambda s: f"{s['vs_control']['wins']}/{s['vs_control']['n']}"),

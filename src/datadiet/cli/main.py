@@ -328,6 +328,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if status == "failed":
             n_failed += 1
             echo(f"  FAILED   {cell.key} (see results.jsonl)")
+        elif status == "reused":
+            echo(f"  reused   {cell.key}: the same configuration as {row['same_as']}, which has finished: "
+                 f"{row['metric']}={row['value']:.4f}")
         elif status in ("finished", "recovered"):
             echo(f"  {status:<8} {cell.key}: {row['metric']}={row['value']:.4f}  wall {row['wall_clock_s']:.1f}s  "
                  f"backprop {row['examples_backpropagated']}  [{_time.perf_counter() - t0:.0f}s elapsed]")
