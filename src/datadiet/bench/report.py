@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .render import DASH, Scale, esc, fmt_count, html_page, md_escape, num, svg_open, trunc, write_atomic
-from .tta import cell_curve, prefix_curve, seed_on_cpu, target_text, time_to_accuracy
+from .tta import cell_curve, compact_curve, prefix_curve, seed_on_cpu, target_text, time_to_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -1160,18 +1160,9 @@ def _curve_plot(srows, by_label, records, colors, title):
 def _curve_xy(rec: dict[str, Any] | None, r: dict[str, Any], metric: str) -> tuple[list[tuple[float, float]], str]:
     """(wall-clock incl. selection, metric) from a record's intermediate evaluations; none where they
     read a prefix of the test split (:func:`~datadiet.bench.tta.prefix_curve`)."""
-    curve = [] if prefix_curve(r, rec) else (rec or {}).get("curve") or []
+    curve = None if prefix_curve(r, rec) else compact_curve((rec or {}).get("curve"), metric)
     sel = num(r.get("selection_s")) or num(((rec or {}).get("timings") or {}).get("selection_s")) or 0.0
-    xy = []
-    for c in curve:
-        if not isinstance(c, dict):
-            continue
-        y = num(c.get(metric))
-        t = num(c.get("train_s"))
-        if y is None or t is None:
-            continue
-        xy.append((sel + t, y))
-    return xy, metric
+    return ([(sel + t, y) for t, y in zip(curve["train_s"], curve["value"])] if curve else []), metric
 
 
 def _tta_plot(part: dict[str, Any], by_label, records, colors, name) -> str | None:
