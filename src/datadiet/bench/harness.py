@@ -208,7 +208,8 @@ def _run_suite(suite: Suite, out: Path, *, progress, only, rerun, on_cell, run_f
     cells = [c for c in suite.cells() if only is None or only in c.key]
     log.info("suite %s: %d cells, %d already finished", suite.name, len(cells), sum(c.key in finished for c in cells))
     for i, cell in enumerate(cells):
-        if rerun and cell.key in finished and any(p in cell.key for p in rerun):
+        remeasure = bool(rerun) and any(p in cell.key for p in rerun)
+        if remeasure and cell.key in finished:
             rd = out / cell.run_dir
             if rd.exists():
                 rd.rename(rd.with_name(f"{rd.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -230,15 +231,15 @@ def _run_suite(suite: Suite, out: Path, *, progress, only, rerun, on_cell, run_f
         t0 = time.perf_counter()
         try:
             params = resolve_params(cell, finished)
-            cfg = suite.cell_config(cell, params=params)
-            cfg.overwrite = False
-            twin = None if rerun and any(p in cell.key for p in rerun) else twin_cell(suite, cell, params, finished)
+            twin = None if remeasure else twin_cell(suite, cell, params, finished)
             if twin is not None:
                 finished[cell.key] = _reuse(out, suite, cell, finished[twin])
                 log.info("%s has the configuration of %s, which has finished: its result is reused", cell.key, twin)
                 if on_cell:
                     on_cell(cell, "reused", finished[cell.key])
                 continue
+            cfg = suite.cell_config(cell, params=params)
+            cfg.overwrite = False
             log.info("[%d/%d] %s", i + 1, len(cells), cell.key)
             record = run_fn(cfg, progress=progress, run_dir=rd)
         except KeyboardInterrupt:
