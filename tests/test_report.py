@@ -217,6 +217,30 @@ def test_speedup_pairs_seeds_on_the_same_cpu_when_cells_span_machines(tmp_path):
     assert "'n paired'" in text
 
 
+def test_speedup_says_how_many_seeds_ran_in_another_sitting(tmp_path):
+    intel = "Intel(R) Xeon(R) Processor"
+    t = lambda h: f"2026-12-04T{h:02d}:00:00+0000"  # noqa: E731
+    rows = [_row("rt", "full", s, 0.8, 100.0, 10, 10, 1, cpu=intel, finished_at=t(10)) for s in (0, 1, 2)]
+    # m: seed 0 finished 1 h after full's (one sitting), seed 1 exactly 3 h after (not more), seed 2 5 h before
+    rows += [_row("rt", "m", 0, 0.8, 50.0, 5, 10, 1, cpu=intel, finished_at=t(11)),
+             _row("rt", "m", 1, 0.8, 50.0, 5, 10, 1, cpu=intel, finished_at=t(13)),
+             _row("rt", "m", 2, 0.8, 50.0, 5, 10, 1, cpu=intel, finished_at=t(5)),
+             # no zone is read as UTC; an unreadable time does not count
+             _row("rt", "naive", 0, 0.8, 50.0, 5, 10, 1, cpu=intel, finished_at="2026-12-04T18:00:00"),
+             _row("rt", "naive", 1, 0.8, 50.0, 5, 10, 1, cpu=intel, finished_at="yesterday")]
+    by = {(s["dataset"], s["label"]): s for s in summarize(rows)}
+    assert by[("rt", "m")]["speedup_apart_seeds"] == 1 and by[("rt", "full")]["speedup_apart_seeds"] == 0
+    assert by[("rt", "naive")]["speedup_apart_seeds"] == 1
+    text = _md_for(tmp_path, rows)
+    assert "| 2.00x (1 >3 h apart) |" in text and "'k >3 h apart' beside a speed-up" in text
+    # across CPUs the count joins the paired count
+    rows[3] = dict(rows[3], cpu="AMD EPYC 7B13")
+    m = {(s["dataset"], s["label"]): s for s in summarize(rows)}[("rt", "m")]
+    assert m["speedup_paired_seeds"] == 2 and m["speedup_apart_seeds"] == 1
+    (tmp_path / "cpus").mkdir()
+    assert "| 2.00x (2 paired; 1 >3 h apart) |" in _md_for(tmp_path / "cpus", rows)
+
+
 def test_paired_test_against_full_by_seed(tmp_path):
     # perplexity (lower is better): igf beats full on 6 of 7 seeds; the 7th seed of full is missing for igf
     full = [30.0, 31.0, 29.5, 30.5, 32.0, 30.2, 29.9, 31.1]

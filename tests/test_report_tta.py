@@ -332,3 +332,45 @@ def test_report_counts_prefix_curves_by_their_final_point_and_says_so(tmp_path):
     assert "| full | 40.0 | 1.00x | 1 / 1 |" in table
     assert "| random_skip | not reached | not reached | 0 / 1 |" in table
     assert "2 cell(s) evaluated their learning curve on the test split's first train.eval_max_examples" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# how noisy one intermediate evaluation is, against the 0.5-point target
+# ----------------------------------------------------------------------------------------------
+
+
+def test_curve_eval_size_and_accuracy_sd():
+    from datadiet.bench.tta import accuracy_sd, curve_eval_size
+
+    assert curve_eval_size(_capped_record(20)) == 20  # capped below the split: the cap
+    assert curve_eval_size(_capped_record(None)) == 100 and curve_eval_size(_capped_record(500)) == 100
+    assert curve_eval_size(None) is None
+    assert curve_eval_size(dict(_capped_record(20), curve=[])) is None  # no intermediate evaluation
+    assert curve_eval_size({k: v for k, v in _capped_record(20).items() if k != "n_test"}) is None
+    assert accuracy_sd(0.95, 1000) == pytest.approx(math.sqrt(0.95 * 0.05 / 1000))
+    assert accuracy_sd(1.0, 10) == 0.0
+    for p, n in [(1.5, 10), (-0.1, 10), (0.5, 0)]:
+        with pytest.raises(ValueError, match="accuracy_sd needs"):
+            accuracy_sd(p, n)
+
+
+def _tta_text(tmp_path, *, n_test, cap, metric="accuracy", final=0.955):
+    full = _row("full", 0, final, train=40.0, times=[10.0, 20.0], values=[final - 0.01, final], metric=metric)
+    skip = _row("random_skip", 0, final - 0.002, train=20.0, times=[10.0], values=[final], metric=metric)
+    rec = dict(_capped_record(cap, n_test=n_test, eval_subset="evenly_spaced"), metric=metric)
+    md, _ = write_report(_write(tmp_path, [full, skip], {full["run_dir"]: rec, skip["run_dir"]: rec}))
+    return md.read_text().split("### Time to accuracy")[1]
+
+
+def test_report_says_how_noisy_an_evaluation_is_against_the_target(tmp_path):
+    # 1,000 of 2,000 held-out examples at a 95.0% target: SD 0.69 points, above half the 0.5-point margin
+    text = _tta_text(tmp_path / "a", n_test=2000, cap=1000)
+    assert "full's intermediate evaluations read 1,000 test examples" in text
+    assert "binomial standard deviation is about 0.69 points, so a curve on its plateau crosses" in text
+    # 100,000 examples: SD 0.07 points, the sentence stays and the warning goes
+    text = _tta_text(tmp_path / "b", n_test=100_000, cap=None)
+    assert "read 100,000 test examples: at the target one evaluation's binomial standard deviation is about 0.07 points." in text
+    assert "crosses" not in text
+    # not an accuracy (perplexity): no binomial figure
+    text = _tta_text(tmp_path / "c", n_test=2000, cap=1000, metric="perplexity", final=20.0)
+    assert "binomial" not in text

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .render import DASH, Scale, esc, fmt_count, html_page, md_escape, num, svg_open, trunc, write_atomic
-from .tta import cell_curve, compact_curve, prefix_curve, seed_on_cpu, target_text, time_to_accuracy
+from .tta import (TARGET_POINTS, accuracy_sd, cell_curve, compact_curve, curve_eval_size, prefix_curve, seed_on_cpu,
+                  target_text, time_to_accuracy)
 
 log = logging.getLogger(__name__)
 
@@ -404,14 +405,42 @@ def _speedup(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]], s: dict[str
     label's, and ``speedup_paired_seeds`` the number of those seeds (0, with no speed-up, when none pair).
     """
     if ref is None:
-        return {"speedup_vs_full": None, "speedup_paired_seeds": None}
+        return {"speedup_vs_full": None, "speedup_paired_seeds": None, "speedup_apart_seeds": 0}
+    apart = _apart_seeds(rs, ref_rs)
     if len({seed_on_cpu(r)[1] for r in [*rs, *ref_rs]}) <= 1:
         return {"speedup_vs_full": _ratio(ref["median_wall_clock_s"], s["median_wall_clock_s"]),
-                "speedup_paired_seeds": None}
+                "speedup_paired_seeds": None, "speedup_apart_seeds": apart}
     full_at = {seed_on_cpu(r): num(r.get("wall_clock_s")) for r in ref_rs}
     ratios = [x for r in rs if seed_on_cpu(r) in full_at
               and (x := _ratio(full_at[seed_on_cpu(r)], num(r.get("wall_clock_s")))) is not None]
-    return {"speedup_vs_full": _median(ratios), "speedup_paired_seeds": len(ratios)}
+    return {"speedup_vs_full": _median(ratios), "speedup_paired_seeds": len(ratios), "speedup_apart_seeds": apart}
+
+
+#: Two cells that finished more than this many hours apart ran in different sittings of the machine.
+SITTING_GAP_H = 3.0
+
+
+def _finished_time(r: dict[str, Any]) -> _dt.datetime | None:
+    """A cell's ``finished_at`` as an aware datetime (no zone read as UTC), or None if absent or unreadable."""
+    try:
+        t = _dt.datetime.fromisoformat(str(r.get("finished_at")))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=_dt.timezone.utc)
+
+
+def _apart_seeds(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> int:
+    """How many of a label's cells finished more than :data:`SITTING_GAP_H` hours from the reference's
+    cell at the same seed and CPU: their wall-clock ratio carries whatever the machine's speed did in
+    between (a CPU of one name ran 8-20 % apart between sittings here). Cells without a readable
+    ``finished_at`` do not count."""
+    ref_at = {seed_on_cpu(r): _finished_time(r) for r in ref_rs}
+    n = 0
+    for r in rs:
+        a, b = _finished_time(r), ref_at.get(seed_on_cpu(r))
+        if a is not None and b is not None and abs((a - b).total_seconds()) > SITTING_GAP_H * 3600:
+            n += 1
+    return n
 
 
 def _paired_test(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -524,8 +553,9 @@ def _columns(srows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
 def _speedup_txt(s: dict[str, Any]) -> str:
     """The speed-up, followed by `` (n paired)`` where it is a median of per-seed ratios (see :func:`_speedup`)."""
     t = _fmt(s["speedup_vs_full"], 2, "x")
-    n = s.get("speedup_paired_seeds")
-    return t if n is None else f"{t} ({n} paired)"
+    n, apart = s.get("speedup_paired_seeds"), s.get("speedup_apart_seeds") or 0
+    notes = ([] if n is None else [f"{n} paired"]) + ([f"{apart} >{SITTING_GAP_H:g} h apart"] if apart else [])
+    return f"{t} ({'; '.join(notes)})" if notes else t
 
 
 def _delta_txt(s: dict[str, Any]) -> str:
@@ -692,8 +722,30 @@ def _tta_sections(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         without = sum(cell_curve(r, records.get(id(r))) is None for rs in by_label.values() for r in rs)
         prefix = sum(prefix_curve(r, records.get(id(r))) for rs in by_label.values() for r in rs)
         out[(suite, dataset)] = {"rows": t, "metric": srows[0]["metric"], "higher_is_better": higher,
-                                 "reference": ref, "without": without, "prefix": prefix}
+                                 "reference": ref, "without": without, "prefix": prefix,
+                                 "noise": _curve_noise(by_label[ref], records, srows[0]["metric"])}
     return out
+
+
+def _curve_noise(ref_rows: list[dict[str, Any]], records: dict[int, dict[str, Any]],
+                 metric: str | None) -> dict[str, float] | None:
+    """For accuracy: how many test examples ``full``'s intermediate evaluations read and one such
+    evaluation's binomial standard deviation at the target (medians over seeds), or None when no
+    record says (or the metric is not an accuracy). Cells whose curve counts by its final point only
+    (prefix-read) are left out."""
+    if metric != "accuracy":
+        return None
+    ns, sds = [], []
+    for r in ref_rows:
+        rec = records.get(id(r))
+        n, final = curve_eval_size(rec), num(r.get("value"))
+        if n is None or final is None or not 0.0 <= final <= 1.0 or prefix_curve(r, rec):
+            continue
+        ns.append(n)
+        sds.append(accuracy_sd(min(max(final - TARGET_POINTS, 0.0), 1.0), n))
+    if not ns:
+        return None
+    return {"n": float(statistics.median(ns)), "sd": float(statistics.median(sds))}
 
 
 def _tta_note(part: dict[str, Any]) -> str:
@@ -706,6 +758,18 @@ def _tta_note(part: dict[str, Any]) -> str:
             "'not reached' when the median lands on one.")
     if part["without"]:
         note += f" {part['without']} finished cell(s) without a timed learning curve are left out."
+    noise = part.get("noise")
+    if noise:
+        sd_pts = 100 * noise["sd"]
+        note += (f" full's intermediate evaluations read {noise['n']:,.0f} test examples: at the target one "
+                 f"evaluation's binomial standard deviation is about {sd_pts:.2f} points")
+        if 2 * noise["sd"] > TARGET_POINTS:
+            note += (f", so a curve on its plateau crosses a target {TARGET_POINTS * 100:g} points below full's "
+                     "final early or late by chance: a ratio near 1, or one resting on a single crossing, does "
+                     "not separate a method from full; the whole-run quality and wall-clock above are the firmer "
+                     "figures.")
+        else:
+            note += "."
     if part.get("prefix"):
         note += (f" {part['prefix']} cell(s) evaluated their learning curve on the test split's first "
                  "train.eval_max_examples examples (records from before the evenly spaced evaluation subset; "
@@ -781,6 +845,10 @@ HOW_TO_READ = [
     "Speed-up vs full = median wall-clock of `full` / median wall-clock of the method, both measured in the "
     "same suite on the same machine (the header's cpu line warns where cells ran on several); fractions are "
     "ratios of medians of examples backpropagated / forwarded.",
+    f"'k >{SITTING_GAP_H:g} h apart' beside a speed-up: at k seeds the method's cell finished more than "
+    f"{SITTING_GAP_H:g} hours from full's, "
+    "in another sitting of the machine; one CPU's speed can drift between sittings (8-20 % measured on one "
+    "model), so those seeds' ratios carry that drift.",
     "Δ vs full = method median − full median, sign as is: for accuracy positive is better, for perplexity "
     "negative is better.",
     "Noise floor (± beside Δ vs full): the seed-to-seed spread of `full`, half the min-max range of its quality "

@@ -35,8 +35,8 @@ from typing import Any
 
 from .render import num as _num  # a finite float, or None
 
-__all__ = ["TARGET_POINTS", "TARGET_RELATIVE", "cell_curve", "compact_curve", "prefix_curve", "seed_on_cpu",
-           "target_for", "time_to_accuracy", "time_to_target"]
+__all__ = ["TARGET_POINTS", "TARGET_RELATIVE", "accuracy_sd", "cell_curve", "compact_curve", "curve_eval_size",
+           "prefix_curve", "seed_on_cpu", "target_for", "time_to_accuracy", "time_to_target"]
 
 #: Higher-is-better metrics: the target is full's final value minus this (0.5 accuracy points).
 TARGET_POINTS = 0.005
@@ -157,6 +157,29 @@ def _asked_for_curve_but_got_none(record: dict[str, Any] | None) -> bool:
         return False
     train = (record.get("config") or {}).get("train") or {}
     return isinstance(train, dict) and bool(train.get("eval_every"))
+
+
+def curve_eval_size(record: dict[str, Any] | None) -> int | None:
+    """How many test examples each intermediate evaluation of a run read: ``train.eval_max_examples``
+    capped at the test split's size, or the whole split when uncapped. None when the record does not
+    say (no record, no ``n_test``, or no intermediate evaluation)."""
+    if not isinstance(record, dict) or not record.get("curve"):
+        return None
+    n_test = record.get("n_test")
+    if not isinstance(n_test, int) or isinstance(n_test, bool) or n_test <= 0:
+        return None
+    cap = ((record.get("config") or {}).get("train") or {}).get("eval_max_examples")
+    if isinstance(cap, int) and not isinstance(cap, bool) and 0 < cap < n_test:
+        return cap
+    return n_test
+
+
+def accuracy_sd(p: float, n: int) -> float:
+    """The binomial standard deviation of an accuracy ``p`` (a fraction) measured on ``n`` examples:
+    how far one evaluation of the same model on another sample of that size would typically land."""
+    if not 0.0 <= p <= 1.0 or n <= 0:
+        raise ValueError(f"accuracy_sd needs 0 <= p <= 1 and n > 0, got p={p!r}, n={n!r}")
+    return math.sqrt(p * (1.0 - p) / n)
 
 
 def seed_on_cpu(row: dict[str, Any]) -> tuple:
