@@ -45,7 +45,7 @@ from typing import Any, Iterable, Sequence
 
 from .render import DASH, Scale, esc, fmt_count, html_page, md_escape, num, svg_open, trunc, write_atomic
 from .tta import (TARGET_POINTS, accuracy_sd, cell_curve, compact_curve, curve_eval_size, prefix_curve, seed_on_cpu,
-                  target_text, time_to_accuracy)
+                  target_for, target_text, time_to_accuracy)
 
 log = logging.getLogger(__name__)
 
@@ -742,7 +742,7 @@ def _curve_noise(ref_rows: list[dict[str, Any]], records: dict[int, dict[str, An
         if n is None or final is None or not 0.0 <= final <= 1.0 or prefix_curve(r, rec):
             continue
         ns.append(n)
-        sds.append(accuracy_sd(min(max(final - TARGET_POINTS, 0.0), 1.0), n))
+        sds.append(accuracy_sd(max(target_for(final, higher_is_better=True), 0.0), n))
     if not ns:
         return None
     return {"n": float(statistics.median(ns)), "sd": float(statistics.median(sds))}

@@ -145,10 +145,17 @@ def prefix_curve(row: dict[str, Any], record: dict[str, Any] | None) -> bool:
     capped) or has no intermediate evaluation (nothing was read on a prefix)."""
     if not isinstance(record, dict) or not record.get("curve") or row.get("eval_subset") or record.get("eval_subset"):
         return False
+    return _eval_cap(record) is not None
+
+
+def _eval_cap(record: dict[str, Any]) -> int | None:
+    """The record's ``train.eval_max_examples`` where it is below its test split's size (so the
+    intermediate evaluations read only part of the split), else None."""
     cap = ((record.get("config") or {}).get("train") or {}).get("eval_max_examples")
     n_test = record.get("n_test")
-    return (isinstance(cap, int) and not isinstance(cap, bool) and isinstance(n_test, int)
-            and cap < n_test)
+    if isinstance(cap, int) and not isinstance(cap, bool) and isinstance(n_test, int) and cap < n_test:
+        return cap
+    return None
 
 
 def _asked_for_curve_but_got_none(record: dict[str, Any] | None) -> bool:
@@ -168,10 +175,8 @@ def curve_eval_size(record: dict[str, Any] | None) -> int | None:
     n_test = record.get("n_test")
     if not isinstance(n_test, int) or isinstance(n_test, bool) or n_test <= 0:
         return None
-    cap = ((record.get("config") or {}).get("train") or {}).get("eval_max_examples")
-    if isinstance(cap, int) and not isinstance(cap, bool) and 0 < cap < n_test:
-        return cap
-    return n_test
+    cap = _eval_cap(record)
+    return cap if cap is not None and cap > 0 else n_test
 
 
 def accuracy_sd(p: float, n: int) -> float:
