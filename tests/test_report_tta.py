@@ -191,6 +191,26 @@ def test_report_tabulates_time_to_accuracy_and_draws_the_pareto_chart(tmp_path):
     assert "seed 0" in svg and "target reached at 15.0 s" in svg and "target not reached" in svg
 
 
+def test_time_to_accuracy_counts_the_seeds_that_ran_in_another_sitting(tmp_path):
+    t = lambda h: f"2026-12-04T{h:02d}:00:00+0000"  # noqa: E731
+    b = _planted()
+    for r in b["full"]:
+        r["finished_at"] = t(10)
+    # random_subset: seed 0 one sitting (1 h), seed 1 another (5 h before), seed 2 another (4 h after)
+    for r, h in zip(b["random_subset"], (11, 5, 14)):
+        r["finished_at"] = t(h)
+    for r in b["random_skip"]:
+        r["finished_at"] = t(12)
+    b["random_skip"].append(_row("random_skip", 9, 0.5, train=20.0, times=[10.0], values=[0.5]))  # no full s9
+    b["random_skip"][-1]["finished_at"] = t(20)  # not counted in time to accuracy, so not apart either
+    text = write_report(_write(tmp_path, [r for rs in b.values() for r in rs]))[0].read_text()
+    tta = text.split("### Time to accuracy")[1]
+    assert "| full | 40.0 | 1.00x | 3 / 3 |" in tta
+    assert "| random_subset | 35.0 | 0.88x | 2 / 3 (2 >3 h apart) |" in tta
+    assert "| random_skip | not reached | not reached | 0 / 3 |" in tta
+    assert "beside a speed-up or a time-to-accuracy seed count" in text
+
+
 def test_report_without_timed_curves_has_no_time_to_accuracy(tmp_path):
     rows = [_row("full", 0, 0.8, train=10.0), _row("random_skip", 0, 0.7, train=5.0)]
     md, html = write_report(_write(tmp_path / "a", rows))

@@ -719,6 +719,9 @@ def _tta_sections(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         t = time_to_accuracy(by_label, ref, higher_is_better=higher, records=records)
         if not any(x["label"] != ref for x in t):
             continue
+        for x in t:  # a time ratio across sittings carries the machine's drift as a speed-up does
+            counted = {p["seed"] for p in x["per_seed"]}
+            x["apart"] = _apart_seeds([r for r in by_label[x["label"]] if r.get("seed") in counted], by_label[ref])
         without = sum(cell_curve(r, records.get(id(r))) is None for rs in by_label.values() for r in rs)
         prefix = sum(prefix_curve(r, records.get(id(r))) for rs in by_label.values() for r in rs)
         out[(suite, dataset)] = {"rows": t, "metric": srows[0]["metric"], "higher_is_better": higher,
@@ -790,7 +793,8 @@ def _tta_columns() -> list[tuple[str, Any]]:
     return [("method label", lambda x: x["label"]),
             ("time to target s (median)", secs),
             ("ratio to full (median)", ratio),
-            ("seeds reached / seeds", lambda x: f"{x['reached']} / {x['seeds']}")]
+            ("seeds reached / seeds", lambda x: f"{x['reached']} / {x['seeds']}"
+             + (f" ({x['apart']} >{SITTING_GAP_H:g} h apart)" if x.get("apart") else ""))]
 
 
 def _uniq(rows: Iterable[dict[str, Any]], key: str) -> list[str]:
@@ -845,7 +849,8 @@ HOW_TO_READ = [
     "Speed-up vs full = median wall-clock of `full` / median wall-clock of the method, both measured in the "
     "same suite on the same machine (the header's cpu line warns where cells ran on several); fractions are "
     "ratios of medians of examples backpropagated / forwarded.",
-    f"'k >{SITTING_GAP_H:g} h apart' beside a speed-up: at k seeds the method's cell finished more than "
+    f"'k >{SITTING_GAP_H:g} h apart' beside a speed-up or a time-to-accuracy seed count: at k seeds the "
+    "method's cell finished more than "
     f"{SITTING_GAP_H:g} hours from full's, "
     "in another sitting of the machine; one CPU's speed can drift between sittings (8-20 % measured on one "
     "model), so those seeds' ratios carry that drift.",
@@ -927,7 +932,8 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: list[dict[str, An
             out.append("| " + " | ".join(h for h, _ in tcols) + " |")
             out.append("|" + "|".join([":---"] + ["---:"] * (len(tcols) - 1)) + "|")
             for x in t["rows"]:
-                out.append("| " + " | ".join(md_escape(f(x)) for _, f in tcols) + " |")
+                out.append("| " + " | ".join(md_escape(f(x)) if i == 0 else f(x) for i, (_, f) in enumerate(tcols))
+                           + " |")
             out.append("")
         part = (scores or {}).get((suite, dataset))
         if part is not None:
