@@ -429,6 +429,11 @@ def _finished_time(r: dict[str, Any]) -> _dt.datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=_dt.timezone.utc)
 
 
+def _apart_txt(n: int) -> str:
+    """How the speed-up and time-to-accuracy columns write :func:`_apart_seeds`' count."""
+    return f"{n} >{SITTING_GAP_H:g} h apart"
+
+
 def _apart_seeds(rs: list[dict[str, Any]], ref_rs: list[dict[str, Any]]) -> int:
     """How many of a label's cells finished more than :data:`SITTING_GAP_H` hours from the reference's
     cell at the same seed and CPU: their wall-clock ratio carries whatever the machine's speed did in
@@ -554,7 +559,7 @@ def _speedup_txt(s: dict[str, Any]) -> str:
     """The speed-up, followed by `` (n paired)`` where it is a median of per-seed ratios (see :func:`_speedup`)."""
     t = _fmt(s["speedup_vs_full"], 2, "x")
     n, apart = s.get("speedup_paired_seeds"), s.get("speedup_apart_seeds") or 0
-    notes = ([] if n is None else [f"{n} paired"]) + ([f"{apart} >{SITTING_GAP_H:g} h apart"] if apart else [])
+    notes = ([] if n is None else [f"{n} paired"]) + ([_apart_txt(apart)] if apart else [])
     return f"{t} ({'; '.join(notes)})" if notes else t
 
 
@@ -794,7 +799,7 @@ def _tta_columns() -> list[tuple[str, Any]]:
             ("time to target s (median)", secs),
             ("ratio to full (median)", ratio),
             ("seeds reached / seeds", lambda x: f"{x['reached']} / {x['seeds']}"
-             + (f" ({x['apart']} >{SITTING_GAP_H:g} h apart)" if x.get("apart") else ""))]
+             + (f" ({_apart_txt(x['apart'])})" if x.get("apart") else ""))]
 
 
 def _uniq(rows: Iterable[dict[str, Any]], key: str) -> list[str]:
