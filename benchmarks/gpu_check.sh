@@ -41,7 +41,7 @@ print('minilm from',minilm_folder());print('health_tweets',len(h()),'rows')"; } 
 EXTRA=()
 if [ -n "${DEVICE_DRY:-}" ]; then  # CPU dry check: tiny random model, a few hundred examples, float32
   EXTRA=(--set model.name=tiny-bert data.max_train=256 data.max_test=128 train.device=cpu train.bf16=false
-         train.fused_adamw=false train.eval_every=2 train.eval_max_examples=128 train.threads=1)
+         train.fused_adamw=false train.eval_every=64 train.eval_max_examples=128 train.threads=1)
 fi
 
 copy_back() {

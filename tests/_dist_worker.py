@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 
 from dist import write_and_leave
-from dist_cases import LM_CASES, LOOP_CASES, TRAINER_CASES, lm_loop_run, loop_run, state_fingerprint, trainer_run
+from dist_cases import (LM_CASES, LOOP_CASES, TRAINER_CASES, curve_counts, lm_loop_run, loop_run, state_fingerprint,
+                        trainer_run)
 
 
 def params_digest(model: torch.nn.Module) -> int:
@@ -63,7 +64,7 @@ def main() -> None:
                 "params": params_digest(model), "optimizer_steps": engine.counts.optimizer_steps,
                 "backward_calls": len(res.losses), "losses": res.losses, "counts": {**engine.counts.as_dict(), "skipped": engine.skipped()},
                 "global": engine.global_counts.as_dict(), "state": state_fingerprint(engine),
-                "summary_world_size": engine.summary()["world_size"]}
+                "summary_world_size": engine.summary()["world_size"], "curve": curve_counts(res)}
             if ranks.rank == 0:
                 torch.save(model.state_dict(), out / f"{case}.pt")
     elif scenario == "trainer":

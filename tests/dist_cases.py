@@ -63,9 +63,20 @@ def loop_run(case: str, *, ranks=None, per_rank_batch: int, rate_by_rank: bool =
     plan = build_method(case, params).plan(ctx)
     engine = StepEngine(task="classification", batch_size=per_rank_batch, filters=plan.filters,
                         pad_token_id=collator.pad_token_id, ranks=ranks)
+    # a learning curve on the main rank only (as the runner does), every 12 examples seen over every rank
+    main = ranks is None or ranks.is_main
     res = fit(model, ds, engine=engine, collator=collator, epochs=EPOCHS, lr=LR, weight_decay=0.0,
-              schedule="linear", max_grad_norm=1.0, fused_adamw=True, seed=0, positions=positions, ranks=ranks)
+              schedule="linear", max_grad_norm=1.0, fused_adamw=True, seed=0, positions=positions, ranks=ranks,
+              evaluate=(lambda: {"accuracy": 0.0}) if main else None, eval_every=12, eval_by="examples")
     return model, engine, res
+
+
+CURVE_KEYS = ("optimizer_steps", "examples_seen", "examples_backpropagated")
+
+
+def curve_counts(res) -> list[dict[str, int]]:
+    """A fit result's learning-curve points without their times (which differ between runs)."""
+    return [{k: int(p[k]) for k in CURVE_KEYS} for p in res.curve]
 
 
 def _plain(obj: Any) -> Any:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dist import launch, read_ranks
-from dist_cases import LM_CASES, LOOP_CASES, TRAINER_CASES, lm_loop_run, loop_run, trainer_run
+from dist_cases import LM_CASES, LOOP_CASES, TRAINER_CASES, curve_counts, lm_loop_run, loop_run, trainer_run
 
 ALL_LOOP = [*LOOP_CASES, *LM_CASES]
 
@@ -71,6 +71,18 @@ def test_two_ranks_equal_one_rank_with_twice_the_batch(loop_out, one_process, ca
     for k, v in model.state_dict().items():
         torch.testing.assert_close(two[k], v, rtol=0, atol=2e-5, msg=k)
     assert a["losses"] == pytest.approx(res.losses, abs=1e-5)
+
+
+@pytest.mark.parametrize("case", list(LOOP_CASES))
+def test_learning_curve_points_count_examples_over_every_rank(loop_out, one_process, case):
+    """eval_by="examples" on 2 ranks evaluates (on rank 0) where 1 rank with twice the batch does, and its
+    points carry the counts of both ranks."""
+    _, (r0, r1) = loop_out
+    _, _, res = one_process[case]
+    one = curve_counts(res)
+    assert len(one) >= 8 and [p["examples_seen"] for p in one] == sorted({p["examples_seen"] for p in one})
+    assert r0["cases"][case]["curve"] == one
+    assert r1["cases"][case]["curve"] == []  # only the rank given ``evaluate`` evaluates
 
 
 def test_counts_sum_over_ranks_and_the_record_names_the_world_size(loop_out):

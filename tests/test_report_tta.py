@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+import torch
 
 from datadiet.bench.report import write_report
 from datadiet.bench.tta import cell_curve, compact_curve, prefix_curve, target_for, time_to_accuracy, time_to_target
@@ -247,6 +248,64 @@ def test_curve_points_time_training_without_evaluation(tiny_cls):
     assert all(c["eval_s"] >= pause for c in res.curve)
     assert res.eval_s == pytest.approx(sum(c["eval_s"] for c in res.curve))
     assert res.train_s <= elapsed - 4 * pause  # the four evaluations are not training time
+
+
+def _fit_with_curve(tiny_cls, *, skip_odd: bool, **kw):
+    """One epoch of the 64-example set (batch 16); ``skip_odd``: a filter skips the odd ids before the forward."""
+    from datadiet.core.engine import StepEngine
+    from datadiet.core.filter import Decision, OnlineFilter
+    from datadiet.loop import fit
+
+    class SkipOdd(OnlineFilter):
+        stage = "pre_forward"
+        reason = "odd_id"
+
+        def decide(self, batch, losses):
+            return Decision(keep=batch.ids % 2 == 0)
+
+    model, tok, ds, col = tiny_cls
+    engine = StepEngine(task="classification", batch_size=16, filters=[SkipOdd()] if skip_odd else [])
+    return fit(model, ds, engine=engine, collator=col, epochs=1, evaluate=lambda: {"accuracy": 0.5}, **kw)
+
+
+def test_eval_by_examples_evaluates_a_skipping_method_where_full_is_evaluated(tiny_cls):
+    def at(res, key):
+        return [c[key] for c in res.curve]
+
+    full = _fit_with_curve(tiny_cls, skip_odd=False, eval_every=1)  # every optimizer step: each 16 examples
+    assert at(full, "examples_seen") == [16, 32, 48, 64] and at(full, "optimizer_steps") == [1, 2, 3, 4]
+    # counted in optimizer steps, a method that skips half of the examples gets half of the points
+    by_steps = _fit_with_curve(tiny_cls, skip_odd=True, eval_every=1)
+    assert at(by_steps, "examples_seen") == [32, 64] and at(by_steps, "optimizer_steps") == [1, 2]
+    # counted in examples seen it is evaluated where full is, whatever it has backpropagated by then
+    by_examples = _fit_with_curve(tiny_cls, skip_odd=True, eval_every=16, eval_by="examples")
+    assert at(by_examples, "examples_seen") == [16, 32, 48, 64]
+    assert at(by_examples, "optimizer_steps") == [0, 1, 1, 2]
+    assert at(by_examples, "examples_backpropagated") == [0, 16, 16, 32]
+    # a period shorter than a batch: one evaluation per batch that crosses one or more thresholds
+    short = _fit_with_curve(tiny_cls, skip_odd=True, eval_every=5, eval_by="examples")
+    assert at(short, "examples_seen") == [16, 32, 48, 64]
+    with pytest.raises(ValueError, match="eval_by='epochs'.*'steps'.*'examples'"):
+        _fit_with_curve(tiny_cls, skip_odd=False, eval_every=1, eval_by="epochs")
+
+
+def test_evaluating_during_training_changes_no_parameter(tiny_cls):
+    """A learning curve (real evaluations, eval mode, dropout off) leaves training bit-identical."""
+    from datadiet.core.engine import StepEngine
+    from datadiet.loop import evaluate_model, fit
+    from datadiet.models.tiny import tiny_model
+
+    _, _, ds, col = tiny_cls
+    weights = []
+    for every in (None, 16):
+        model = tiny_model("tiny-bert", num_labels=2, seed=0)[0]
+        ev = (lambda m=model: evaluate_model(m, ds, task="classification", collator=col, num_labels=2)) if every else None
+        res = fit(model, ds, engine=StepEngine(task="classification", batch_size=16), collator=col, epochs=2,
+                  evaluate=ev, eval_every=every, eval_by="examples")
+        assert len(res.curve) == (8 if every else 0)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    for k, v in weights[0].items():
+        assert torch.equal(v, weights[1][k]), k
 
 
 def test_bench_smoke_cells_report_time_to_accuracy(tmp_path):

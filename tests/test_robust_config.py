@@ -187,6 +187,7 @@ def test_a_number_for_a_string_in_a_yaml_file_is_refused_with_quote_it(tmp_path,
     ("train.fused_adamw=1", "train.fused_adamw must be true or false, got 1"),
     ("train.threads=0", "train.threads must be >= 1"),
     ("train.eval_max_examples=0", "train.eval_max_examples must be >= 1"),
+    ("train.eval_by=epochs", "train.eval_by must be one of 'steps', 'examples'"),
     ("train.device=cuda:7", None),  # a device name: whether it exists is checked when it is opened
     ("data.task=regression", "data.task must be one of 'classification', 'causal_lm'"),
     ("data.test_file=[x]", "data.test_file must be"),

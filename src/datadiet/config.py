@@ -89,7 +89,10 @@ class TrainConfig:
     # auto (cuda when available, else cpu) | cpu | cuda | cuda:N (checked when the device is opened)
     device: str = _text("auto", "a device name (auto, cpu, cuda or cuda:N)")
     seed: int = _f(0, _SEED)
-    eval_every: int | None = _f(None, optional(int_at_least(1)))  # optimizer steps between learning-curve evaluations
+    eval_every: int | None = _f(None, optional(int_at_least(1)))  # learning-curve evaluations every this many eval_by units
+    # what eval_every counts: optimizer steps, or examples seen (every method then gets points at the same
+    # places of its pass over the data as full training, however many examples it skips)
+    eval_by: str = _f("steps", one_of("steps", "examples"))
     eval_max_examples: int | None = _f(512, optional(int_at_least(1)))  # examples for intermediate evaluations, evenly spaced over the test split
 
 

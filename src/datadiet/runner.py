@@ -299,7 +299,7 @@ def _run_body(cfg: RunConfig, *, method, device, rd: Path, progress: bool, t_tot
                                         autocast_dtype=autocast, num_labels=num_labels, max_examples=t.eval_max_examples)
         res = fit(model, train, engine=engine, collator=collator, epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
                   warmup=t.warmup, schedule=t.schedule, schedule_by=t.schedule_by, max_grad_norm=t.max_grad_norm,
-                  fused_adamw=t.fused_adamw, seed=t.seed, positions=positions, evaluate=ev, eval_every=t.eval_every,
+                  fused_adamw=t.fused_adamw, seed=t.seed, positions=positions, evaluate=ev, eval_every=t.eval_every, eval_by=t.eval_by,
                   progress=progress, max_steps=t.max_steps, ranks=ranks)
         t0 = time.perf_counter()
         summary = engine.summary()  # several processes: a collective, so before rank 0 evaluates alone

@@ -760,7 +760,7 @@ def _tta_note(part: dict[str, Any]) -> str:
     metric = part["metric"] or "quality"
     note = (f"Time to accuracy: the wall-clock (selection + cumulative training seconds, evaluation excluded) "
             f"at the first evaluation that reaches the target, {target_text(metric, higher_is_better=part['higher_is_better'])}; "
-            "evaluations are the learning curve's (every train.eval_every optimizer steps, possibly on a test subset) "
+            "evaluations are the learning curve's (every train.eval_every optimizer steps, or examples seen with train.eval_by: examples; possibly on a test subset) "
             "and the final one. Time: median over seeds; ratio: median over seeds of the method's time / full's time "
             "at the same seed (below 1 is faster). A seed that never reaches the target counts as infinitely slow: "
             "'not reached' when the median lands on one.")
