@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._validate import check_choice
 from .core.engine import StepEngine
 from .core.method import PlanContext
 from .errors import DataDietError
@@ -155,8 +156,7 @@ def fit(
     """
     if max_steps is not None and stop_after_steps is not None:
         raise ValueError("give max_steps or stop_after_steps, not both")
-    if eval_by not in ("steps", "examples"):
-        raise ValueError(f"eval_by={eval_by!r}: give 'steps' (optimizer steps) or 'examples' (examples seen)")
+    check_choice("eval_by", eval_by, ("steps", "examples"))
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     if len(pos) == 0:
         raise ValueError("nothing to train on: the training set (or selected subset) is empty")
