@@ -141,6 +141,18 @@ def test_smoke_suite_end_to_end_with_report(tmp_path):
     for label in ("full", "random_subset", "selective_backprop", "random_skip@selective_backprop", "infobatch"):
         assert label in text
     assert "<svg" in html.read_text()
+    # the record names the built-in suite by its place in the package, not by this machine's install path
+    assert json.loads((tmp_path / "suite.json").read_text())["source"] == "datadiet.bench/suites/smoke.yaml (built-in)"
+
+
+def test_a_suite_files_source_is_recorded_as_given_and_a_builtin_by_its_package_place(tmp_path):
+    from datadiet.bench.suite import builtin_suites, portable_source
+
+    assert portable_source(str(builtin_suites()["regime_b"])) == "datadiet.bench/suites/regime_b.yaml (built-in)"
+    mine = tmp_path / "regime_b.yaml"  # a user's copy with a built-in's name is the user's file, not the built-in
+    mine.write_text((builtin_suites()["regime_b"]).read_text())
+    assert load_suite(str(mine)).source == str(mine) and portable_source(str(mine)) == str(mine)
+    assert portable_source("<dict>") == "<dict>"
 
 
 def test_rerun_measures_again_and_keeps_the_earlier_result(tmp_path):

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import DataDietError
 from ..records import FolderLock, read_record
 from .report import guard_figures
-from .suite import MATCH, Cell, Suite
+from .suite import MATCH, Cell, Suite, portable_source
 from .tta import compact_curve
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,8 @@ def run_suite(
 
 def _run_suite(suite: Suite, out: Path, *, progress, only, rerun, on_cell, run_fn) -> list[dict[str, Any]]:
     """The body of :func:`run_suite`, inside the claimed results folder."""
-    (out / "suite.json").write_text(json.dumps({"name": suite.name, "source": suite.source, "base": suite.base,
+    (out / "suite.json").write_text(json.dumps({"name": suite.name, "source": portable_source(suite.source),
+                                                "base": suite.base,
                                                 "datasets": [d.__dict__ for d in suite.datasets],
                                                 "methods": [m.__dict__ for m in suite.methods],
                                                 "seeds": suite.seeds}, indent=1, default=str))

@@ -126,6 +126,19 @@ def builtin_suites() -> dict[str, Path]:
     return {p.name[:-5]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
 
 
+def portable_source(source: str) -> str:
+    """``source`` as a results folder records it: a built-in suite by its place in the package, not by where this
+    machine installed it (a committed ``suite.json`` then reads the same on every machine); any other file as given."""
+    try:
+        here = Path(source).resolve()
+        for name, path in builtin_suites().items():
+            if path.resolve() == here:
+                return f"datadiet.bench/suites/{name}.yaml (built-in)"
+    except (OSError, ValueError):
+        pass
+    return source
+
+
 def resolve_suite_path(name_or_file: str) -> Path:
     p = Path(name_or_file)
     if p.suffix in (".yaml", ".yml") or p.exists():
