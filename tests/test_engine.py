@@ -219,3 +219,21 @@ def test_batches_without_ids_get_a_clear_error(tiny_cls):
     engine = StepEngine(task="classification", batch_size=8, filters=[RandomSkip(rate=0.5)])
     with pytest.raises(ValueError, match="example_id"):
         engine.submit(model, batch)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    (dict(schedule_by="example"), "schedule_by must be one of 'examples', 'steps', got 'example'"),
+    (dict(schedule="cosine"), "schedule must be one of 'linear', 'constant', got 'cosine'"),
+    (dict(max_steps=2, stop_after_steps=2), "give max_steps or stop_after_steps, not both"),
+])
+def test_fit_refuses_a_bad_argument_before_training(tiny_cls, kw, message):
+    """A direct caller's typo is refused up front (``schedule_by="example"`` used to schedule by steps
+    silently, and an unknown ``schedule`` failed only once warm-up was over), and nothing is trained."""
+    model, _, ds, collator = tiny_cls
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    engine = StepEngine(task="classification", batch_size=8)
+    with pytest.raises(ValueError, match=message):
+        fit(model, ds, engine=engine, collator=collator, epochs=1, lr=1e-2, **kw)
+    assert engine.counts.optimizer_steps == 0 and engine.counts.examples_seen == 0
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n

@@ -156,6 +156,8 @@ def fit(
     """
     if max_steps is not None and stop_after_steps is not None:
         raise ValueError("give max_steps or stop_after_steps, not both")
+    check_choice("schedule", schedule, ("linear", "constant"))
+    check_choice("schedule_by", schedule_by, ("examples", "steps"))
     check_choice("eval_by", eval_by, ("steps", "examples"))
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     if len(pos) == 0:
