@@ -20,7 +20,7 @@ from ._validate import check_choice
 from .core.engine import StepEngine
 from .core.method import PlanContext
 from .errors import DataDietError
-from .functional.schedule import linear_warmup_decay
+from .functional.schedule import SCHEDULE_KINDS, linear_warmup_decay
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def fit(
     """
     if max_steps is not None and stop_after_steps is not None:
         raise ValueError("give max_steps or stop_after_steps, not both")
-    check_choice("schedule", schedule, ("linear", "constant"))
+    check_choice("schedule", schedule, SCHEDULE_KINDS)
     check_choice("schedule_by", schedule_by, ("examples", "steps"))
     check_choice("eval_by", eval_by, ("steps", "examples"))
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+SCHEDULE_KINDS = ("linear", "constant")
+
 
 def linear_warmup_decay(progress: float, *, warmup: float = 0.0, kind: str = "linear") -> float:
     """LR multiplier at ``progress`` (0 = start, 1 = end of the planned run).
@@ -14,7 +16,7 @@ def linear_warmup_decay(progress: float, *, warmup: float = 0.0, kind: str = "li
         return progress / warmup
     if kind == "constant":
         return 1.0
-    if kind != "linear":
+    if kind not in SCHEDULE_KINDS:
         raise ValueError(f"unknown schedule kind {kind!r}; use 'linear' or 'constant'")
     if warmup >= 1.0:
         return 1.0
